@@ -1,12 +1,12 @@
 """Every exception queue_consumer raises.
 
-    QueueConsumerError
-    ├── ConfigurationError (also ValueError)   bad arguments, found at construction
-    ├── ConsumerStateError (also RuntimeError) e.g. start() after shutdown()
-    ├── StuckHandlersError                     too many handlers ran past handler_timeout
-    └── HandlerProcessError                    a handler process died or could not be reached
+QueueConsumerError
+├── ConfigurationError (also ValueError)   bad arguments, found at construction
+├── ConsumerStateError (also RuntimeError) e.g. start() after shutdown()
+├── StuckHandlersError                     too many handlers ran past handler_timeout
+└── HandlerProcessError                    a handler process died or could not be reached
 
-    PartialFailure                             raised *by handlers* to fail exact messages
+PartialFailure                             raised *by handlers* to fail exact messages
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class HandlerProcessError(QueueConsumerError):
     """A handler process died (killed, out of memory) or its chunk could not be sent."""
 
 
-class PartialFailure(Exception):  # noqa: N818 - it is what a handler raises, by design
+class PartialFailure(Exception):
     """Raised by a handler to say exactly which messages of its chunk failed.
 
     Everything else in the chunk succeeded, whatever the iterator position. This is the

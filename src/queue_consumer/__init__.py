@@ -1,0 +1,38 @@
+"""queue_consumer: consume any queue with many threads or processes; lose nothing.
+
+Only messages whose handler succeeded leave the queue (``cleanup``); failed ones are
+``reject``-ed, never-handled ones ``release``-d. See README.md for the whole contract.
+"""
+
+from ._consumer import Consumer, State
+from ._hooks import ConsumerHooks
+from ._memory import MemoryMessage, MemoryQueue
+from ._protocols import Handler, Queue
+from ._statistics import Statistics
+from .errors import (
+    ConfigurationError,
+    ConsumerStateError,
+    HandlerProcessError,
+    PartialFailure,
+    QueueConsumerError,
+    StuckHandlersError,
+)
+
+__all__ = [
+    "ConfigurationError",
+    "Consumer",
+    "ConsumerHooks",
+    "ConsumerStateError",
+    "Handler",
+    "HandlerProcessError",
+    "MemoryMessage",
+    "MemoryQueue",
+    "PartialFailure",
+    "Queue",
+    "QueueConsumerError",
+    "State",
+    "Statistics",
+    "StuckHandlersError",
+]
+
+__version__ = "0.1.0"

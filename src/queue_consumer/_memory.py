@@ -1,0 +1,155 @@
+"""An in-memory queue with SQS-like visibility timeouts, for tests, examples and demos.
+
+A message that is taken by ``get()`` is leased: invisible to other ``get()`` calls until it
+is cleaned up, rejected, released or its lease expires, when it comes back. Each delivery
+carries a new receipt, so settling a stale delivery (whose lease expired and which was
+delivered again) does nothing: what a late handler does cannot delete a message twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class MemoryMessage:
+    """One delivery of a message: ``receipt`` changes with every delivery."""
+
+    id: int
+    body: Any
+    receipt: int
+    receive_count: int
+
+
+class MemoryQueue:
+    """A thread-safe in-process queue with visibility-timeout semantics.
+
+    >>> queue = MemoryQueue(visibility_timeout=30)
+    >>> queue.put_many(["a", "b"])
+    [1, 2]
+    >>> [m.body for m in queue.get()]
+    ['a', 'b']
+    """
+
+    def __init__(
+        self,
+        visibility_timeout: float = 30.0,
+        max_messages: int = 10,
+        reject_delay: float = 0.0,
+    ) -> None:
+        if visibility_timeout <= 0:
+            raise ConfigurationError(f"visibility_timeout must be > 0, not {visibility_timeout!r}")
+        if max_messages < 1:
+            raise ConfigurationError(f"max_messages must be >= 1, not {max_messages!r}")
+        if reject_delay < 0:
+            raise ConfigurationError(f"reject_delay must be >= 0, not {reject_delay!r}")
+        self.visibility_timeout = visibility_timeout
+        self.max_messages = max_messages
+        self.reject_delay = reject_delay
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._receipts = itertools.count(1)
+        self._bodies: dict[int, Any] = {}
+        self._receive_counts: dict[int, int] = {}
+        self._visible: deque[int] = deque()
+        self._delayed: list[tuple[float, int]] = []  # heap of (visible at, id)
+        # id -> (receipt of the live delivery, deadline). One visibility timeout for all,
+        # so insertion order is deadline order: the first lease is the next to expire.
+        self._leases: OrderedDict[int, tuple[int, float]] = OrderedDict()
+        #: messages deleted by ``cleanup`` (each message at most once)
+        self.deleted = 0
+
+    def put(self, body: Any) -> int:
+        return self.put_many([body])[0]
+
+    def put_many(self, bodies: Iterable[Any]) -> list[int]:
+        with self._lock:
+            ids = []
+            for body in bodies:
+                message_id = next(self._ids)
+                self._bodies[message_id] = body
+                self._receive_counts[message_id] = 0
+                self._visible.append(message_id)
+                ids.append(message_id)
+            return ids
+
+    def get(self) -> list[MemoryMessage]:
+        now = time.monotonic()
+        with self._lock:
+            self._return_due(now)
+            taken = []
+            deadline = now + self.visibility_timeout
+            visible = self._visible
+            for _ in range(min(self.max_messages, len(visible))):
+                message_id = visible.popleft()
+                receipt = next(self._receipts)
+                count = self._receive_counts[message_id] + 1
+                self._receive_counts[message_id] = count
+                self._leases[message_id] = (receipt, deadline)
+                taken.append(MemoryMessage(message_id, self._bodies[message_id], receipt, count))
+            return taken
+
+    def cleanup(self, messages: Iterable[MemoryMessage]) -> None:
+        with self._lock:
+            for message in self._live(messages):
+                del self._leases[message.id], self._bodies[message.id]
+                del self._receive_counts[message.id]
+                self.deleted += 1
+
+    def reject(self, messages: Iterable[MemoryMessage], delay: float | None = None) -> None:
+        """Make failed messages visible again after ``delay`` (default ``reject_delay``)."""
+        delay = self.reject_delay if delay is None else delay
+        visible_at = time.monotonic() + delay
+        with self._lock:
+            for message in self._live(messages):
+                del self._leases[message.id]
+                if delay > 0:
+                    heapq.heappush(self._delayed, (visible_at, message.id))
+                else:
+                    self._visible.append(message.id)
+
+    def release(self, messages: Iterable[MemoryMessage]) -> None:
+        """Make never-handled messages visible at once."""
+        self.reject(messages, delay=0)
+
+    def __len__(self) -> int:
+        """Messages not yet deleted: visible, delayed or leased."""
+        with self._lock:
+            return len(self._bodies)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            self._return_due(time.monotonic())
+            return {
+                "visible": len(self._visible),
+                "delayed": len(self._delayed),
+                "in_flight": len(self._leases),
+                "deleted": self.deleted,
+            }
+
+    def _live(self, messages: Iterable[MemoryMessage]) -> list[MemoryMessage]:
+        """The messages whose delivery is still the live one (lease held)."""
+        leases = self._leases
+        return [m for m in messages if leases.get(m.id, (None,))[0] == m.receipt]
+
+    def _return_due(self, now: float) -> None:
+        """Expired leases and due delayed messages become visible (lock held)."""
+        leases = self._leases
+        while leases:
+            message_id, (_, deadline) = next(iter(leases.items()))
+            if deadline > now:
+                break
+            del leases[message_id]
+            self._visible.append(message_id)
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            self._visible.append(heapq.heappop(delayed)[1])

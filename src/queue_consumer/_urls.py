@@ -1,0 +1,170 @@
+"""Turn a queue URL (``sqlite:///jobs.db?queue=emails``) into a queue object.
+
+A scheme maps to a factory ``factory(url) -> queue``. Built-in factories are named as
+``"module:function"`` strings and imported only when their scheme is used, so opening a
+``sqlite://`` queue never imports boto3. Third parties add schemes with
+:func:`register_scheme` or through the ``queue_consumer.queues`` entry-point group::
+
+    [project.entry-points."queue_consumer.queues"]
+    redis = "my_package.queue:from_url"
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = ["known_schemes", "open_queue", "register_scheme"]
+
+#: A factory takes the whole URL and returns a queue.
+QueueFactory = Callable[[str], Any]
+
+ENTRY_POINT_GROUP = "queue_consumer.queues"
+
+_BUILTIN: dict[str, str] = {
+    "memory": "queue_consumer._urls:memory_from_url",
+    "sqlite": "queue_consumer.adapters.sqlite:from_url",
+    "sqs": "queue_consumer.adapters.sqs:from_url",
+}
+
+#: Which extra brings the third-party library a built-in adapter module needs.
+_EXTRAS: dict[str, str] = {
+    "queue_consumer.adapters.sqs": "sqs",
+}
+
+_registered: dict[str, QueueFactory | str] = {}
+_memory_queues: dict[str, Any] = {}
+_memory_lock = threading.Lock()
+
+
+def register_scheme(scheme: str, factory: QueueFactory | str) -> None:
+    """Make ``open_queue()`` send URLs of ``scheme`` to ``factory``.
+
+    ``factory`` is a callable taking the URL, or a ``"module:function"`` string imported on
+    first use. A registered scheme wins over an entry point and a built-in of the same name::
+
+        register_scheme("redis", "my_package.queue:from_url")
+    """
+    scheme = scheme.lower()
+    if not scheme or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
+        raise ConfigurationError(f"invalid URL scheme {scheme!r}")
+    _registered[scheme] = factory
+
+
+def known_schemes() -> list[str]:
+    """Every scheme ``open_queue()`` understands, sorted."""
+    return sorted(set(_BUILTIN) | set(_entry_point_schemes()) | set(_registered))
+
+
+def open_queue(url: str) -> Any:
+    """Build the queue a URL names.
+
+    >>> queue = open_queue("memory://demo")
+    >>> queue is open_queue("memory://demo")    # one memory queue per name and process
+    True
+
+    Raises ``ConfigurationError`` for an unknown scheme, a factory that cannot be imported,
+    or an adapter whose optional dependency is missing (with the extra to install).
+    """
+    scheme = _scheme_of(url)
+    factory = _resolve(scheme)
+    try:
+        return factory(url)
+    except ModuleNotFoundError as exc:
+        # Some adapters import their client library lazily, in from_url itself.
+        raise _missing_dependency(scheme, getattr(factory, "__module__", ""), exc) from exc
+
+
+def memory_from_url(url: str) -> Any:
+    """``memory://NAME?visibility_timeout=S&max_messages=N&reject_delay=S``: an in-process
+    ``MemoryQueue``, one per name and process (demos and tests)."""
+    from . import MemoryQueue  # imported here: opening other schemes needs none of the core
+
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in _MEMORY_OPTIONS:
+            raise ConfigurationError(
+                f"unknown memory:// option {key!r} (known: {', '.join(sorted(_MEMORY_OPTIONS))})"
+            )
+        try:
+            options[key] = _MEMORY_OPTIONS[key](value)
+        except ValueError:
+            raise ConfigurationError(f"memory:// option {key}={value!r} is not a number") from None
+    name = parts.netloc + parts.path
+    with _memory_lock:
+        if name not in _memory_queues:
+            _memory_queues[name] = MemoryQueue(**options)
+        return _memory_queues[name]
+
+
+_MEMORY_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "visibility_timeout": float,
+    "max_messages": int,
+    "reject_delay": float,
+}
+
+
+def _scheme_of(url: str) -> str:
+    if "://" not in url:
+        raise ConfigurationError(
+            f"not a queue URL: {url!r} (expected SCHEME://..., known schemes: "
+            f"{', '.join(known_schemes())})"
+        )
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    # SQS queue URLs are plain https URLs: https://sqs.eu-west-1.amazonaws.com/123/jobs
+    if scheme in ("http", "https") and (parts.hostname or "").startswith("sqs."):
+        return "sqs"
+    return scheme
+
+
+def _resolve(scheme: str) -> QueueFactory:
+    target: QueueFactory | str | None = _registered.get(scheme)
+    if target is None:
+        target = _entry_point_schemes().get(scheme)
+    if target is None:
+        target = _BUILTIN.get(scheme)
+    if target is None:
+        raise ConfigurationError(
+            f"unknown queue URL scheme {scheme!r} (known schemes: {', '.join(known_schemes())})"
+        )
+    if callable(target):
+        return target
+    return _import_factory(scheme, target)
+
+
+def _import_factory(scheme: str, spec: str) -> QueueFactory:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise _missing_dependency(scheme, module_name, exc) from exc
+    factory = getattr(module, attr or "from_url", None)
+    if not callable(factory):
+        raise ConfigurationError(f"queue factory {spec!r} for {scheme}:// is not a callable")
+    return factory  # type: ignore[no-any-return]
+
+
+def _missing_dependency(scheme: str, module_name: str, exc: ModuleNotFoundError) -> Exception:
+    extra = _EXTRAS.get(module_name)
+    if extra is None and module_name.startswith("queue_consumer.adapters."):
+        extra = module_name.rsplit(".", 1)[1]
+    missing = exc.name or str(exc)
+    if extra is not None and missing != module_name:
+        return ConfigurationError(
+            f"{scheme}:// queues need the {missing!r} package: install queue-consumer[{extra}]"
+        )
+    return ConfigurationError(f"cannot load the {scheme}:// queue adapter: {exc}")
+
+
+def _entry_point_schemes() -> dict[str, str]:
+    # Read on every call (it is cheap next to opening a queue) so a freshly installed
+    # plugin is seen without restarting an interactive session.
+    return {ep.name.lower(): ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
