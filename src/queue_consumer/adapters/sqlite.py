@@ -212,6 +212,8 @@ class SQLiteQueue:
         deadline = None
         while True:
             messages = self._lease_batch()
+            if messages is None:  # only spent messages came up (and went): look again
+                continue
             if messages or self.wait_time == 0:
                 return messages
             now = time.monotonic()
@@ -394,7 +396,7 @@ class SQLiteQueue:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as its settings: a copy in another process opens its own connections.
-        return (_restore, (self.settings(),))
+        return (_restore, (type(self), self.settings()))
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that open this queue again."""
@@ -413,7 +415,7 @@ class SQLiteQueue:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _lease_batch(self) -> list[SQLiteMessage]:
+    def _lease_batch(self) -> list[SQLiteMessage] | None:
         now = _now()
         lease = secrets.token_hex(8)
         params = {
@@ -444,11 +446,12 @@ class SQLiteQueue:
                     reason = f"lease expired on all {self.max_attempts} attempts"
                     _bury(conn, [(i, lease) for i in spent], now, reason)
         rows.sort(key=lambda row: row[0])
-        return [
+        messages = [
             SQLiteMessage(id, _decode(kind, body), attempts, lease, self._queue, created)
             for id, kind, body, attempts, created in rows
             if attempts <= self.max_attempts
         ]
+        return messages if messages or not rows else None
 
     def _create_schema(self) -> None:
         try:
@@ -589,8 +592,8 @@ _URL_PARAMETERS: dict[str, Any] = {
 # -- helpers -------------------------------------------------------------------------
 
 
-def _restore(settings: dict[str, Any]) -> SQLiteQueue:
-    return SQLiteQueue(**settings)
+def _restore(cls: type[SQLiteQueue], settings: dict[str, Any]) -> SQLiteQueue:
+    return cls(**settings)
 
 
 @contextmanager
