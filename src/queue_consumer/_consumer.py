@@ -344,13 +344,13 @@ class Consumer:
 
     def _abandon_running(self, pool: HandlerPool) -> None:
         """Past the shutdown deadline: release what handlers still hold, kill their processes."""
+        killed = []
         for slot in pool.slots:
             chunk = slot.abandon()
             if chunk is None:
                 continue
-            log.warning(
-                "shutdown deadline: releasing %d message(s) of a running handler", len(chunk)
-            )
-            slot.runner.kill("abandoned at the shutdown deadline")
+            log.warning("shutdown deadline: releasing %d message(s) of a handler", len(chunk))
+            if slot.runner.kill("abandoned at the shutdown deadline"):
+                killed.append(slot.thread)
             self._conveyor.release(chunk)
-        self._wait_for([slot.thread for slot in pool.slots], time.monotonic() + 5)
+        self._wait_for(killed, time.monotonic() + 5)  # threads cannot be killed: not waited for

@@ -220,6 +220,9 @@ class Worker:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _GET_BACKOFF[1])
                 continue
+            except BaseException:  # ends this worker (supervise revives it): free its slot
+                slots.release()
+                raise
             backoff = _GET_BACKOFF[0]
             counters.add(get_calls=1, received=len(messages))
             if not messages:
