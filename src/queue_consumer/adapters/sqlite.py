@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from queue_consumer.errors import ConfigurationError, ConsumerStateError, QueueConsumerError
@@ -35,6 +35,8 @@ from queue_consumer.errors import ConfigurationError, ConsumerStateError, QueueC
 __all__ = ["DeadLetter", "SQLiteMessage", "SQLiteQueue", "SQLiteQueueError", "from_url"]
 
 SCHEMA_VERSION = 1
+
+_Q = TypeVar("_Q", bound="SQLiteQueue")
 
 # UPDATE ... RETURNING leases a batch in one statement; older SQLite takes two.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -385,7 +387,7 @@ class SQLiteQueue:
             for conn in idle:
                 conn.close()
 
-    def __enter__(self) -> SQLiteQueue:
+    def __enter__(self: _Q) -> _Q:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
