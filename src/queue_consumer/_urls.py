@@ -12,6 +12,7 @@ A scheme maps to a factory ``factory(url) -> queue``. Built-in factories are nam
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -119,10 +120,22 @@ def _scheme_of(url: str) -> str:
         )
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    # SQS queue URLs are plain https URLs: https://sqs.eu-west-1.amazonaws.com/123/jobs
-    if scheme in ("http", "https") and (parts.hostname or "").startswith("sqs."):
+    if scheme in ("http", "https") and _looks_like_sqs(parts.hostname or "", parts.path):
         return "sqs"
     return scheme
+
+
+def _looks_like_sqs(host: str, path: str) -> bool:
+    """SQS queue URLs are plain http(s) URLs: https://sqs.eu-west-1.amazonaws.com/123/jobs,
+    or an emulator's (moto, localstack) http://localhost:4566/000000000000/jobs."""
+    return (
+        host.startswith(("sqs.", "sqs-"))
+        or host.endswith(".queue.amazonaws.com")
+        or _SQS_PATH.fullmatch(path) is not None
+    )
+
+
+_SQS_PATH = re.compile(r"/\d{12}/[A-Za-z0-9_.-]{1,80}/?")
 
 
 def _resolve(scheme: str) -> QueueFactory:

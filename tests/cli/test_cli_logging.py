@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -55,8 +56,33 @@ def test_importing_the_cli_configures_no_logging() -> None:
     assert result.stdout.split() == ["0", str(logging.WARNING)]
 
 
-def test_log_level_and_text_format(cli: CLI) -> None:
-    result = cli.run("stats", "memory://q", "--log-level", "debug")
-    assert result.returncode == 0, result.stderr
-    quiet = cli.run("stats", "memory://q", "--log-level", "error")
-    assert quiet.stderr == ""
+def test_text_logs_and_the_log_level(cli: CLI) -> None:
+    process = cli.start("run", "tasks:handle", "--queue", "memory://idle", "--workers", "1")
+    cli.wait_log("consumer started")
+    assert cli.stop(process) == 0, cli.log()
+    log = cli.log()
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO    queue_consumer.cli: consuming memory://idle",
+        log,
+        re.M,
+    ), log
+    assert "SIGTERM: shutting down gracefully" in log
+
+
+def test_log_level_filters_and_json_lines(cli: CLI) -> None:
+    loud = cli.run("demo", "--messages", "20", "--log-level", "info")
+    assert loud.returncode == 0, loud.stderr
+    assert " INFO    queue_consumer.consumer: consumer started" in loud.stderr
+    assert "WARNING queue_consumer.worker: handler failed" in loud.stderr
+
+    quiet = cli.run("demo", "--messages", "20")  # the demo logs errors only, by default
+    assert quiet.returncode == 0, quiet.stderr
+    assert "INFO" not in quiet.stderr
+    assert "WARNING" not in quiet.stderr
+
+    as_json = cli.run("demo", "--messages", "20", "--log-level", "warning", "--log-format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    records = [json.loads(line) for line in as_json.stderr.splitlines() if line.startswith("{")]
+    assert records, as_json.stderr
+    assert {r["level"] for r in records} == {"WARNING"}
+    assert all("PartialFailure" in r["message"] for r in records)

@@ -70,7 +70,9 @@ def test_https_sqs_host_goes_to_the_sqs_factory() -> None:
     register_scheme("sqs", lambda url: seen.append(url) or "sqs queue")
     url = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
     assert open_queue(url) == "sqs queue"
-    assert seen == [url]
+    emulated = "http://localhost:4566/000000000000/jobs"  # localstack, moto: no sqs. host
+    assert open_queue(emulated) == "sqs queue"
+    assert seen == [url, emulated]
     with pytest.raises(ConfigurationError, match="unknown queue URL scheme 'https'"):
         open_queue("https://example.com/jobs")
 
