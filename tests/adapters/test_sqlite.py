@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import sqlite3
@@ -414,6 +415,24 @@ def test_messages_and_queues_pickle(queue: SQLiteQueue) -> None:
         assert other.settings() == queue.settings()
         assert other.cleanup([copy]) == 1
     assert queue.stats()["in_flight"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connections(queue: SQLiteQueue) -> None:
+    queue.put("from the parent")  # the parent now holds a pooled connection
+    if threading.active_count() > 1:
+        pytest.skip("forking with threads alive is unsafe (and warns on Python >= 3.12)")
+    pid = os.fork()
+    if pid == 0:  # the child: must not reuse the parent's connection
+        code = 1
+        try:
+            queue.put("from the child")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [m.body for m in queue.get()] == ["from the parent", "from the child"]
 
 
 def test_closed_queue_refuses_work_and_close_is_idempotent(db: Path) -> None:

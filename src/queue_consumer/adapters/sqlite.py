@@ -429,7 +429,8 @@ class SQLiteQueue:
         }
         with self._connection("get") as conn:
             # A read first: on an empty queue, do not take the write lock producers need.
-            if conn.execute(_ANY_VISIBLE, (self._queue, now)).fetchone() is None:
+            # fetchall: run the statement to its end, so it holds no read snapshot.
+            if not conn.execute(_ANY_VISIBLE, (self._queue, now)).fetchall():
                 return []
             with _transaction(conn):
                 if _HAS_RETURNING:
