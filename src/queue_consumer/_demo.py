@@ -216,7 +216,8 @@ def _consume(queue: Any, url: str, options: DemoOptions, out: TextIO) -> int:
     )
     queue_stats = getattr(queue, "stats", None)
     if callable(queue_stats):
-        out.write(f"demo: queue now {queue_stats()}\n")
+        counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in queue_stats().items())
+        out.write(f"demo: the queue now holds: {counts}\n")
     if interrupted:
         out.write("demo: interrupted\n")
         return 130

@@ -169,13 +169,21 @@ def _apply_env(args: argparse.Namespace, environ: dict[str, str]) -> None:
 
 def _common(parser: argparse.ArgumentParser, log_level: str = "info") -> None:
     group = parser.add_argument_group("output")
-    _add(group, "--log-level", convert=_choice(*LOG_LEVELS), default=log_level, help="log level")
+    _add(
+        group,
+        "--log-level",
+        convert=_choice(*LOG_LEVELS),
+        default=log_level,
+        metavar="LEVEL",
+        help=", ".join(LOG_LEVELS),
+    )
     _add(
         group,
         "--log-format",
         convert=_choice("text", "json"),
         default="text",
-        help="text for people, json for log collectors (one JSON object a line)",
+        metavar="FORMAT",
+        help="text (for people) or json (one object a line, for log collectors)",
     )
     _add(group, "--traceback", action="store_true", help="print tracebacks of errors")
 
@@ -196,12 +204,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add(run, "--workers", convert=positive_int, metavar="N", help="workers polling the queue")
     _add(run, "--handlers", convert=positive_int, metavar="N", help="handlers running at once")
     _add(run, "--bulk-size", convert=positive_int, metavar="N", help="messages per handler call")
-    _add(run, "--polling-time", convert=_seconds, metavar="S", help="sleep between empty gets")
+    _add(run, "--polling-time", convert=_seconds, metavar="S", help="sleep between gets")
     _add(run, "--processes", action="store_true", help="run handlers in processes, not threads")
-    _add(run, "--initializer", metavar="MODULE:FUNC", help="called in each handler thread/process")
-    _add(run, "--handler-timeout", convert=_seconds, metavar="S", help="a handler is stuck after")
-    _add(run, "--max-stuck-handlers", convert=non_negative_int, metavar="N", help="exit 3 past N")
-    _add(run, "--shutdown-timeout", convert=_seconds, metavar="S", help="max wait for in-flight")
+    _add(
+        run,
+        "--initializer",
+        metavar="MODULE:FUNC",
+        help="run once in each handler thread or process",
+    )
+    _add(
+        run,
+        "--handler-timeout",
+        convert=_seconds,
+        metavar="S",
+        help="a handler running longer is stuck",
+    )
+    _add(
+        run,
+        "--max-stuck-handlers",
+        convert=non_negative_int,
+        metavar="N",
+        help="more stuck handlers: exit 3",
+    )
+    _add(
+        run,
+        "--shutdown-timeout",
+        convert=_seconds,
+        metavar="S",
+        help="longest wait for running handlers on stop",
+    )
     _common(run)
 
     send = commands.add_parser("send", help="put messages on a queue")
