@@ -74,16 +74,17 @@ def test_processes_with_initializer(cli: CLI, db_url: str) -> None:
         "tasks:handle",
         "--queue",
         url,
-        "--processes",
         "--handlers",
         "2",
         "--bulk-size",
         "3",
         "--initializer",
         "tasks:init",
+        QUEUE_CONSUMER_PROCESSES="yes",  # the same as --processes
     )
     wait_until(lambda: _drained(cli, url, bodies), timeout=60, message="queue drained")
     assert cli.stop(process) == 0, cli.log()
+    assert "handler slot(s) in processes" in cli.log()
     pids = set(cli.processed_by_pid())
     assert str(process.pid) not in pids  # handled in child processes
     initialised = {p.name.removeprefix("init-") for p in cli.cwd.glob("init-*")}

@@ -111,4 +111,4 @@ def test_second_signal_stops_at_once(cli: CLI, db_url: str) -> None:
     assert time.monotonic() - started < 30
     assert "stopping now" in cli.log()
     # What the stuck handlers held was released: nothing is left leased.
-    assert cli.stats(url)["in_flight"] == 0
+    assert cli.stats(url)["in_flight"] == 0, cli.log()
