@@ -114,7 +114,7 @@ def record_init(path: str) -> None:
 def record_pid(path: str, messages: Iterator[Any]) -> None:
     """Says where it ran; fails unless ``record_init`` ran in this very process first."""
     for message in messages:
-        if _INITIALIZED_IN != os.getpid():
+        if os.getpid() != _INITIALIZED_IN:
             raise RuntimeError("pool_initializer did not run in this process")
         trace(path, f"handle {os.getpid()} {message.body}")
 
