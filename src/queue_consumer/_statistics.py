@@ -41,6 +41,18 @@ class Counters:
             for name, delta in deltas.items():
                 values[name] += delta
 
+    def started(self, count: int) -> None:
+        """``add(started=count)`` without the keyword dict: once per chunk, on the hot path."""
+        with self._lock:
+            self._values["started"] += count
+
+    def settled(self, succeeded: int, failed: int) -> None:
+        """``add(succeeded=..., failed=...)`` for the hot path."""
+        values = self._values
+        with self._lock:
+            values["succeeded"] += succeeded
+            values["failed"] += failed
+
     def error(self, text: str, *, count: bool = True) -> None:
         """Remember ``text`` as the last error; count it unless it is a handler's."""
         with self._lock:

@@ -77,6 +77,8 @@ class Conveyor:
         self.bulk_size = bulk_size
         self.counters = counters
         self.hooks = hooks
+        # HookDispatcher is truthy only with hooks; asking it costs a call, so ask once.
+        self._hooked = bool(hooks)
         self._cleanup: Callable[[list[Any]], object] | None = getattr(queue, "cleanup", None)
         self._reject: Callable[[list[Any]], object] | None = getattr(queue, "reject", None)
         self._release = getattr(queue, "release", None) or self._reject
@@ -117,11 +119,11 @@ class Conveyor:
     def _handle(self, chunk: Chunk, slot: HandlerSlot) -> Outcome | None:
         """Run the handler on ``chunk`` and settle it; None if shutdown settled it instead."""
         slot.begin(chunk)
-        self.counters.add(started=len(chunk))
-        hooks = self.hooks
-        if hooks:
+        self.counters.started(len(chunk))
+        hooks = self.hooks if self._hooked else None
+        if hooks is not None:
             hooks.on_chunk_started(chunk)
-        started = time.monotonic()
+            started = time.monotonic()
         try:
             outcome = slot.runner.run(chunk)
         except Exception as exc:  # the runner itself failed (a handler process would not start)
@@ -135,7 +137,7 @@ class Conveyor:
             self._call("cleanup", self._cleanup, succeeded)
         if failed and self._reject is not None:
             self._call("reject", self._reject, failed)
-        self.counters.add(succeeded=len(succeeded), failed=len(failed))
+        self.counters.settled(len(succeeded), len(failed))
         if outcome.error is not None:
             self.counters.error(outcome.error, count=False)
             log.warning(
@@ -144,7 +146,7 @@ class Conveyor:
                 len(chunk),
                 outcome.error,
             )
-        if hooks:
+        if hooks is not None:
             hooks.on_chunk_finished(succeeded, failed, outcome.error, time.monotonic() - started)
         return outcome
 
