@@ -506,7 +506,12 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     try:
         redrive = _method(queue, "redrive", url)
         ids = [int(i) if i.isdigit() else i for i in args.ids] if args.ids else None
-        result = redrive(ids=ids)
+        try:
+            result = redrive(ids=ids)
+        except TypeError as exc:  # an id of the wrong kind for this queue
+            if ids is None:
+                raise
+            raise UsageError(f"--id: {exc}") from exc
     finally:
         _close(queue)
     count = result if isinstance(result, int) else len(list(result or ()))

@@ -42,6 +42,7 @@ def _one_line(stderr: str) -> str:
         (["stats"], "queue URL is required"),
         (["send", "memory://q", "--file", "missing.jsonl"], "cannot read --file missing.jsonl"),
         (["explode"], "invalid choice: 'explode'"),
+        (["redrive", "sqlite:///jobs.db", "--id", "abc"], "--id: message ids are ints"),
         (["demo", "--fail-rate", "2"], "must be in [0, 1]"),
         (["stats", "memory://q", "--log-level", "loud"], "expected one of debug"),
     ],
