@@ -547,19 +547,30 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 # --- entry point ---------------------------------------------------------------------------
 
 
-def _setup_logging(level: str, fmt: str) -> logging.Handler:
+def _setup_logging(level: str, fmt: str) -> Callable[[], None]:
+    """Send every log record to stderr; returns the undo (main() may run in-process)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
+    previous = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
-    return handler
+
+    def undo() -> None:
+        handler.flush()
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+    return undo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (``python -m queue_consumer`` exits with it)."""
     parser = build_parser()
-    show_traceback = _flag(os.environ.get(ENV_PREFIX + "TRACEBACK", ""))
+    try:  # before parsing, for errors of parsing itself; a bad value is reported below
+        show_traceback = _flag(os.environ.get(ENV_PREFIX + "TRACEBACK", ""))
+    except argparse.ArgumentTypeError:
+        show_traceback = False
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -572,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, f"error: {exc}", exc, show_traceback)
 
     show_traceback = args.traceback or args.log_level == "debug"
-    handler = _setup_logging(args.log_level, args.log_format)
+    undo_logging = _setup_logging(args.log_level, args.log_format)
     try:
         return COMMANDS[args.command](args)
     except (UsageError, ConfigurationError) as exc:
@@ -587,8 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if show_traceback else " (run with --traceback for details)"
         return _fail(EXIT_ERROR, f"unexpected error: {_one_line(exc)}{hint}", exc, show_traceback)
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.flush()
+        undo_logging()
 
 
 def _fail(code: int, message: str, exc: BaseException, show_traceback: bool) -> int:

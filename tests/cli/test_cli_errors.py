@@ -65,6 +65,10 @@ def test_a_bad_environment_value_names_the_variable(cli: CLI) -> None:
     line = _one_line(result.stderr)
     assert "environment variable QUEUE_CONSUMER_WORKERS: expected an integer" in line
 
+    result = cli.run("stats", "memory://q", QUEUE_CONSUMER_TRACEBACK="maybe")
+    assert result.returncode == USAGE
+    assert "QUEUE_CONSUMER_TRACEBACK: expected true/false" in _one_line(result.stderr)
+
 
 def test_a_missing_optional_dependency_names_the_extra(cli: CLI, tmp_path: Path) -> None:
     # Shadow boto3 / botocore with packages that fail to import, as if not installed.

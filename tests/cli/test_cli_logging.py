@@ -8,9 +8,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from cli_helpers import CLI
 
 from queue_consumer._logging import JSONFormatter
+from queue_consumer.cli import main
 
 
 def _record(exc_info: object = None) -> logging.LogRecord:
@@ -86,3 +88,11 @@ def test_log_level_filters_and_json_lines(cli: CLI) -> None:
     assert records, as_json.stderr
     assert {r["level"] for r in records} == {"WARNING"}
     assert all("PartialFailure" in r["message"] for r in records)
+
+
+def test_main_in_process_leaves_logging_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    assert main(["stats", "memory://in-process", "--json", "--log-level", "debug"]) == 0
+    assert json.loads(capsys.readouterr().out)["visible"] == 0
+    assert (list(root.handlers), root.level) == before
