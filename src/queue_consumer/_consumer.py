@@ -30,6 +30,7 @@ from .errors import ConfigurationError, ConsumerStateError, StuckHandlersError
 log = logging.getLogger("queue_consumer.consumer")
 
 _CPUS = multiprocessing.cpu_count()
+_RELEASE_GRACE = 5.0  # seconds shutdown waits for workers to hand back fetched messages
 
 
 class State(enum.Enum):
@@ -167,6 +168,11 @@ class Consumer:
         pool.close()
         if not self._wait_for([slot.thread for slot in pool.slots], deadline):
             self._abandon_running(pool)
+        # Past a deadline (or a second signal) a worker may still be handing back a batch it
+        # fetched: that takes moments, so wait for it, unless it is still inside get().
+        settle_by = time.monotonic() + _RELEASE_GRACE
+        while self._counters.snapshot().in_flight and time.monotonic() < settle_by:
+            time.sleep(0.01)
         with self._lock:
             self._state = State.STOPPED
         self._stopped.set()
