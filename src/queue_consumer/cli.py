@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit, urlunsplit
@@ -41,7 +40,6 @@ EXIT_STUCK = 3
 PROG = "queue-consumer"
 ENV_PREFIX = "QUEUE_CONSUMER_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-SETTLE_TIMEOUT = 5.0  # seconds to let workers hand back fetched messages after a hard stop
 SEND_CHUNK = 500  # messages per put_many call: bounded memory for huge input files
 
 log = logging.getLogger("queue_consumer.cli")
@@ -382,10 +380,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         # the stuck ones cannot hold the exit.
         consumer.supervise(blocking=True)
         consumer.shutdown(timeout=args.shutdown_timeout)  # no-op unless the loop ended early
-        # After a second signal, shutdown() returns without waiting for the workers, which
-        # may still be handing their fetched, never-started messages back: give them a
-        # moment before the queue is closed under them.
-        _wait_settled(consumer, SETTLE_TIMEOUT)
         stats = consumer.statistics()
         log.info(
             "stopped: %d succeeded, %d failed, %d released",
@@ -396,19 +390,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         _close(queue)
     return EXIT_OK
-
-
-def _wait_settled(consumer: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while consumer.statistics().in_flight > 0:
-        if time.monotonic() >= deadline:
-            log.warning(
-                "%d message(s) still unsettled; the queue will redeliver them",
-                consumer.statistics().in_flight,
-            )
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _read_bodies(args: argparse.Namespace, stdin: TextIO) -> Iterator[str]:
