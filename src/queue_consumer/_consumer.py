@@ -291,7 +291,9 @@ class Consumer:
         stuck = 0
         for slot in self._pool.slots:
             with slot.lock:
-                chunk, running_for = slot.chunk, now - slot.started_at
+                # From the later of chunk start and handler process ready (not its start-up).
+                since = max(slot.started_at, slot.runner.ready_at)
+                chunk, running_for = slot.chunk, now - since
                 if chunk is None or running_for < handler_timeout:
                     continue
                 stuck += 1

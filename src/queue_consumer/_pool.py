@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -38,6 +39,8 @@ Task = Callable[["HandlerSlot"], None]
 
 class ThreadRunner:
     """Runs the handler in the slot's own thread."""
+
+    ready_at = 0.0  # see ProcessRunner.ready_at: a thread is always ready
 
     def __init__(self, handler: Callable[..., object]) -> None:
         self._handler = handler
@@ -67,11 +70,16 @@ class ProcessRunner:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._kill_reason: str | None = None
+        #: When the child became ready (monotonic; inf while it starts). Handler time
+        #: counts from here: a slow start (pool_initializer) is not a stuck handler.
+        self.ready_at = 0.0
 
     def run(self, chunk: list[Any]) -> Outcome:
         conn = self._conn if self._process is not None else None
         if conn is None:
+            self.ready_at = math.inf
             conn = self._start()
+            self.ready_at = time.monotonic()
         try:
             payload = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # the parent keeps the messages: they fail, nothing hangs
