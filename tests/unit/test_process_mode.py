@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import core_handlers
@@ -226,6 +227,27 @@ def test_stuck_child_is_killed_by_supervise_and_its_chunk_fails(tmp_path: Any) -
     (victim,) = pids_in(path, "blocked")
     assert victim not in pids_in(path, "handle")
     assert_gone({victim, *pids_in(path, "handle")})
+
+
+def test_slow_initializer_is_not_counted_as_a_stuck_handler() -> None:
+    # Regression: the clock used to start before the child had run pool_initializer, so
+    # an initializer slower than handler_timeout got every new child killed: no progress.
+    queue = RecordingQueue()
+    queue.put_many(range(3))
+    consumer = process_consumer(
+        queue,
+        core_handlers.noop,
+        max_handlers=1,
+        pool_initializer=functools.partial(time.sleep, 1.0),
+        handler_timeout=0.5,
+    )
+    with consumer:
+        consumer.supervise(polling_time=0.05)
+        wait_until(lambda: queue.deleted == 3, timeout=DEADLINE)
+    stats = consumer.statistics()
+
+    assert stats.handlers_stuck == 0
+    assert stats.failed == 0 and not queue.rejected
 
 
 def test_failing_initializer_fails_chunks_clearly_and_loses_nothing() -> None:
