@@ -209,7 +209,7 @@ def test_stuck_child_is_killed_by_supervise_and_its_chunk_fails(tmp_path: Any) -
         queue,
         functools.partial(robust_handlers.block_first_delivery, path),
         max_handlers=1,
-        handler_timeout=0.5,
+        handler_timeout=2.0,  # far above a chunk's time, even on a loaded machine
         max_stuck_handlers=0,
     )
     with consumer:
