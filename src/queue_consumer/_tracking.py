@@ -57,7 +57,7 @@ def run_handler(handler: Callable[..., object], chunk: list[Any]) -> Outcome:
         handler(remaining)
     except PartialFailure as exc:
         return Outcome(0, _indices_of(exc.failed, chunk), format_exception(exc))
-    except Exception as exc:
+    except BaseException as exc:  # sys.exit() in a handler too: its chunk must still settle
         # A list iterator knows exactly how many items are left: no per-message counting.
         taken = len(chunk) - length_hint(remaining)
         return Outcome(max(taken - 1, 0), None, format_exception(exc))
