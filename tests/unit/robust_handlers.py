@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -145,6 +146,13 @@ def fail_first_delivery_of_multiples(divisor: int, messages: Iterator[Any]) -> N
     for message in messages:
         if message.body % divisor == 0 and message.receive_count == 1:
             raise RuntimeError(f"first delivery of {message.body} fails")
+
+
+def exit_on_first_delivery_of_multiples(divisor: int, messages: Iterator[Any]) -> None:
+    """Calls ``sys.exit()`` (a BaseException) on the first delivery of such a body."""
+    for message in messages:
+        if message.body % divisor == 0 and message.receive_count == 1:
+            sys.exit(f"first delivery of {message.body} exits")
 
 
 def partial_fail_first_delivery_of_multiples(divisor: int, messages: Iterator[Any]) -> None:

@@ -98,8 +98,10 @@ def first_delivery_failures(thread_mode: bool, handler: Any, bulk: int) -> tuple
     [
         (functools.partial(robust_handlers.fail_first_delivery_of_multiples, 3), 1),
         (functools.partial(robust_handlers.partial_fail_first_delivery_of_multiples, 3), 4),
+        # Regression: in a handler thread, SystemExit escaped and its chunk never settled.
+        (functools.partial(robust_handlers.exit_on_first_delivery_of_multiples, 3), 1),
     ],
-    ids=["iterator", "partial-failure"],
+    ids=["iterator", "partial-failure", "sys-exit"],
 )
 def test_processes_split_success_and_failure_like_threads(handler: Any, bulk: int) -> None:
     in_threads = first_delivery_failures(True, handler, bulk)
