@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -55,15 +55,17 @@ def aws_environment(endpoint: str) -> dict[str, str]:
     }
 
 
-def _start(port: int) -> subprocess.Popen[bytes]:
+def _start(port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    # Output to a file, never a pipe: werkzeug logs every request, and a pipe nobody
+    # reads fills up after a few hundred requests and freezes the server.
     return subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
-def _wait_ready(process: subprocess.Popen[bytes], endpoint: str) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], endpoint: str, log: IO[bytes]) -> None:
     client = boto3.client(
         "sqs",
         endpoint_url=endpoint,
@@ -74,8 +76,9 @@ def _wait_ready(process: subprocess.Popen[bytes], endpoint: str) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
     while True:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"moto server exited with {process.returncode}: {stderr[-2000:]}")
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+            raise RuntimeError(f"moto server exited with {process.returncode}: {output[-2000:]}")
         try:
             client.list_queues()
             return
@@ -86,17 +89,19 @@ def _wait_ready(process: subprocess.Popen[bytes], endpoint: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Start moto's server once for the session; yield its URL."""
     last: Exception | None = None
-    for _ in range(3):  # a free port can be taken between the probe and the server's bind
+    for attempt in range(3):  # a free port can be taken between the probe and the bind
         port = _free_port()
-        process = _start(port)
+        log = (tmp_path_factory.getbasetemp() / f"moto-{attempt}.log").open("w+b")
+        process = _start(port, log)
         endpoint = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(process, endpoint)
+            _wait_ready(process, endpoint, log)
         except RuntimeError as exc:
             last = exc
+            log.close()
             continue
         except BaseException:
             process.kill()
@@ -111,8 +116,7 @@ def moto_endpoint() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stderr:
-                process.stderr.close()
+            log.close()
         return
     raise RuntimeError(f"could not start the moto server: {last}")
 
