@@ -154,8 +154,10 @@ def child_main(
     initializer: Callable[[], object] | None,
 ) -> None:
     """A handler process: run chunks until told to stop. Module-level so that it pickles."""
-    # Ctrl-C reaches the whole process group; the parent decides when handlers stop.
+    # Ctrl-C, and SIGTERM from systemd or `kill -- -PGID`, reach the whole process group;
+    # the parent decides when handlers stop (it tells them, or SIGKILLs them).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if initializer is not None:
         try:
             initializer()
