@@ -101,11 +101,22 @@ def check_graceful(run: Run, started_before_signal: int, handlers: int) -> None:
     assert queue["visible"] == report["remaining"] == MESSAGES - len(ends)
 
 
-@pytest.mark.parametrize("mode", ["threads", "processes"])
-def test_sigterm_shuts_down_gracefully(start: Callable[..., Run], mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "whole_group"),
+    [("threads", False), ("processes", False), ("processes", True)],
+    ids=["threads", "processes", "processes-to-the-group"],
+)
+def test_sigterm_shuts_down_gracefully(
+    start: Callable[..., Run], mode: str, whole_group: bool
+) -> None:
     run = start("--mode", mode, "--sleep", "1.0", "--handlers", "2")
     started = run.wait_running(handlers=2)
-    os.kill(run.process.pid, signal.SIGTERM)
+    if whole_group:
+        # Like systemd (KillMode=control-group) or `kill -TERM -- -PGID`: handler processes
+        # get it too, and must let the parent decide when they stop.
+        os.killpg(run.process.pid, signal.SIGTERM)
+    else:
+        os.kill(run.process.pid, signal.SIGTERM)
     check_graceful(run, started, handlers=2)
 
 
