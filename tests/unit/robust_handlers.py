@@ -163,6 +163,17 @@ def partial_fail_first_delivery_of_multiples(divisor: int, messages: Iterator[An
         raise PartialFailure(failed)
 
 
+def _refuse_to_unpickle() -> None:
+    raise RuntimeError("this body cannot be unpickled")
+
+
+class PicklesButWontUnpickle:
+    """A body that pickles in the parent and fails to unpickle in the handler process."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _refuse_to_unpickle, ()
+
+
 # -- signals (tests/unit/signal_worker.py) --------------------------------------------
 
 

@@ -140,6 +140,29 @@ def test_unpicklable_message_fails_its_chunk_and_the_rest_go_on() -> None:
     assert stats.in_flight == 0
 
 
+def test_message_that_will_not_unpickle_in_the_child_fails_and_the_child_goes_on(
+    tmp_path: Any,
+) -> None:
+    path = str(tmp_path / "trace")
+    queue = RecordingQueue(reject_delay=0.2)
+    queue.put_many([0, robust_handlers.PicklesButWontUnpickle(), 2, 3])
+    consumer = process_consumer(
+        queue,
+        functools.partial(robust_handlers.record_pid, path),
+        max_handlers=1,
+        pool_initializer=functools.partial(robust_handlers.record_init, path),
+    )
+    with consumer:
+        wait_until(lambda: queue.deleted == 3, timeout=DEADLINE)
+        wait_until(lambda: consumer.statistics().failed >= 1, timeout=DEADLINE)
+    stats = consumer.statistics()
+
+    assert "could not be unpickled" in (stats.last_error or "")
+    assert "this body cannot be unpickled" in (stats.last_error or "")
+    assert sorted(queue.cleaned) == [0, 2, 3] and len(queue) == 1
+    assert len(pids_in(path, "init")) == 1  # the child survived it: no restart needed
+
+
 def test_unpicklable_exception_is_recorded_as_text() -> None:
     queue = RecordingQueue(reject_delay=0.2)
     queue.put_many(["a", "b", "c"])
