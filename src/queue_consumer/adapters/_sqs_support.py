@@ -51,6 +51,7 @@ class SQSStatistics:
     failed_entries: int = 0  #: entries that failed after every retry (logged, raised)
     retried_entries: int = 0  #: batch entries sent again after a failure
     api_errors: int = 0  #: SQS calls that raised (after botocore's retries)
+    sdk_retries: int = 0  #: requests botocore retried (throttling, 5xx, connection errors)
     held: int = 0  #: messages returned by ``get()`` and not settled yet
 
 

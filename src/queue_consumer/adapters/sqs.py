@@ -148,7 +148,8 @@ class SQSQueue:
             self._extend,
             visibility_timeout or 30,
             heartbeat_fraction,
-            enabled=heartbeat,
+            # A zero timeout hides nothing: there is nothing to keep hidden.
+            enabled=heartbeat and visibility_timeout != 0,
             on_error=lambda exc: self._count(api_errors=1),
         )
 
@@ -168,7 +169,7 @@ class SQSQueue:
         if self.visibility_timeout is not None:
             params["VisibilityTimeout"] = self.visibility_timeout
         try:
-            response = self.client.receive_message(**params)
+            response = self._call(self.client.receive_message, **params)
         except Exception:
             self._count(api_errors=1)
             raise  # the core logs it, backs off and calls get() again
@@ -304,7 +305,7 @@ class SQSQueue:
     ) -> BatchOutcome[Any]:
         method = getattr(self.client, operation)
         outcome = run_batches(
-            lambda entries: method(QueueUrl=queue_url, Entries=entries),
+            lambda entries: self._call(method, QueueUrl=queue_url, Entries=entries),
             items,
             entry,
             attempts=self.settle_attempts,
@@ -381,6 +382,25 @@ class SQSQueue:
             extended=[e[0] for e, _ in outcome.succeeded],
             invalid=[e[0] for e, _ in outcome.gone + outcome.refused],
         )
+
+    def _call(self, method: Any, **params: Any) -> Any:
+        """Call SQS; count and log the retries botocore made (throttling, 5xx, connection)."""
+        try:
+            response = method(**params)
+        except Exception as exc:
+            self._note_retries(method, getattr(exc, "response", None))
+            raise
+        self._note_retries(method, response)
+        return response
+
+    def _note_retries(self, method: Any, response: Any) -> None:
+        if not isinstance(response, Mapping):
+            return
+        retries = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0)
+        if retries:
+            self._count(sdk_retries=retries)
+            name = getattr(method, "__name__", "call")
+            log.info("SQS %s: botocore retried %d time(s) (throttling or errors)", name, retries)
 
     def _count(self, **deltas: int) -> None:
         with self._counts_lock:
