@@ -20,6 +20,7 @@ __all__ = [
     "message_attributes",
     "resendable",
     "seconds",
+    "send_entry",
     "validate",
     "with_needed",
 ]
@@ -57,6 +58,23 @@ class SQSStatistics:
 
 def delete_entry(message: SQSMessage) -> dict[str, Any]:
     return {"ReceiptHandle": message.receipt_handle}
+
+
+def send_entry(
+    body: str,
+    attributes: Mapping[str, Any],
+    group_id: str | None,
+    deduplication_id: str | None,
+) -> dict[str, Any]:
+    """One SendMessageBatch entry; group and deduplication ids are for FIFO queues."""
+    entry: dict[str, Any] = {"MessageBody": body}
+    if attributes:
+        entry["MessageAttributes"] = dict(attributes)
+    if group_id is not None:
+        entry["MessageGroupId"] = group_id
+    if deduplication_id is not None:
+        entry["MessageDeduplicationId"] = deduplication_id
+    return entry
 
 
 def seconds(delay: float) -> int:

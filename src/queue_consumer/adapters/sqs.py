@@ -46,6 +46,7 @@ from ._sqs_support import (
     message_attributes,
     resendable,
     seconds,
+    send_entry,
     validate,
     with_needed,
 )
@@ -240,18 +241,14 @@ class SQSQueue:
     ) -> list[str]:
         """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order."""
         shared = message_attributes(attributes or {})
-
-        def entry(body: str) -> dict[str, Any]:
-            sent: dict[str, Any] = {"MessageBody": body}
-            if shared:
-                sent["MessageAttributes"] = shared
-            if self.fifo:
-                sent["MessageGroupId"] = group_id or "default"
-                sent["MessageDeduplicationId"] = uuid.uuid4().hex
-            return sent
-
+        group = (group_id or "default") if self.fifo else None
         items = list(enumerate(bodies))
-        outcome = self._run("send_message_batch", self.queue_url, items, lambda i: entry(i[1]))
+        outcome = self._run(
+            "send_message_batch",
+            self.queue_url,
+            items,
+            lambda item: send_entry(item[1], shared, group, uuid.uuid4().hex if group else None),
+        )
         self._verdict("send", outcome, strict=True)
         ids = {index: answer["MessageId"] for (index, _), answer in outcome.succeeded}
         return [ids[index] for index, _ in items]
@@ -342,18 +339,19 @@ class SQSQueue:
         """Move messages to the dead-letter queue; return those that could not be moved."""
         if not messages or self.dead_letter_queue_url is None:
             return messages
-        dlq_fifo = self.dead_letter_queue_url.endswith(".fifo")
-
-        def entry(message: SQSMessage) -> dict[str, Any]:
-            sent: dict[str, Any] = {"MessageBody": message.body}
-            if message.message_attributes:
-                sent["MessageAttributes"] = resendable(message.message_attributes)
-            if dlq_fifo:
-                sent["MessageGroupId"] = message.group_id or "dead-letters"
-                sent["MessageDeduplicationId"] = message.message_id
-            return sent
-
-        outcome = self._run("send_message_batch", self.dead_letter_queue_url, messages, entry)
+        fifo = self.dead_letter_queue_url.endswith(".fifo")
+        outcome = self._run(
+            "send_message_batch",
+            self.dead_letter_queue_url,
+            messages,
+            lambda m: send_entry(
+                m.body,
+                resendable(m.message_attributes),
+                # The message id deduplicates: a retried move cannot make two dead letters.
+                (m.group_id or "dead-letters") if fifo else None,
+                m.message_id if fifo else None,
+            ),
+        )
         moved = [message for message, _ in outcome.succeeded]
         if moved:
             log.warning("moved %d message(s) to the dead-letter queue", len(moved))
