@@ -75,23 +75,36 @@ class ProcessRunner:
         self.ready_at = 0.0
 
     def run(self, chunk: list[Any]) -> Outcome:
-        conn = self._conn if self._process is not None else None
-        if conn is None:
-            self.ready_at = math.inf
-            conn = self._start()
-            self.ready_at = time.monotonic()
         try:
             payload = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # the parent keeps the messages: they fail, nothing hangs
             error = f"messages could not be pickled for the handler process: {exc!r}"
             return Outcome(0, None, error)
+        error = ""
+        for _ in range(2):  # a child that died idle never saw the chunk: a new one gets it
+            conn = self._connection()
+            try:
+                conn.send_bytes(payload)
+                break
+            except OSError as exc:  # killed (or out of memory) between two chunks
+                error = self._died(exc)
+        else:
+            return Outcome(0, None, error)
         try:
-            conn.send_bytes(payload)
             result = conn.recv()
         except (EOFError, OSError) as exc:
             return Outcome(0, None, self._died(exc))
         assert isinstance(result, Outcome)
         return result
+
+    def _connection(self) -> multiprocessing.connection.Connection:
+        """The pipe to the child, starting a child if there is none."""
+        if self._process is not None and self._conn is not None:
+            return self._conn
+        self.ready_at = math.inf
+        conn = self._start()
+        self.ready_at = time.monotonic()
+        return conn
 
     def kill(self, reason: str = "killed") -> bool:
         """SIGKILL the child; the chunk it runs fails and the next one gets a new child."""
