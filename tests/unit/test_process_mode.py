@@ -36,6 +36,14 @@ def pids_in(path: str, event: str) -> list[int]:
     return [int(words[1]) for words in read_trace(path) if words[0] == event]
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def assert_gone(pids: set[int]) -> None:
     """Every pid has exited and been reaped (forkserver children are not our children)."""
     for pid in pids:
@@ -200,6 +208,31 @@ def test_child_killed_from_outside_fails_its_chunk_and_a_new_child_goes_on(
     survivors = set(pids_in(path, "handle"))
     assert victim not in survivors and survivors  # one slot: it had to start a new child
     assert_gone(survivors | {victim})
+
+
+def test_child_killed_between_chunks_fails_nothing(tmp_path: Any) -> None:
+    # Regression: the next chunk used to fail (broken pipe) though no handler ever saw it.
+    path = str(tmp_path / "trace")
+    queue = RecordingQueue()
+    queue.put("first")
+    consumer = process_consumer(
+        queue,
+        functools.partial(robust_handlers.record_pid, path),
+        max_handlers=1,
+        pool_initializer=functools.partial(robust_handlers.record_init, path),
+    )
+    with consumer:
+        wait_until(lambda: queue.deleted == 1, timeout=DEADLINE)
+        (idle,) = pids_in(path, "init")
+        os.kill(idle, signal.SIGKILL)
+        wait_until(lambda: not alive(idle), timeout=DEADLINE)  # dead, pipe closed, reaped
+        queue.put("second")
+        wait_until(lambda: queue.deleted == 2, timeout=DEADLINE)
+    stats = consumer.statistics()
+
+    assert stats.failed == 0 and not queue.rejected
+    assert stats.last_error is None
+    assert pids_in(path, "handle") == [idle, pids_in(path, "init")[1]]
 
 
 def test_child_that_dies_mid_chunk_fails_the_whole_chunk(tmp_path: Any) -> None:
