@@ -323,3 +323,59 @@ def test_seed_readme_queue_verbatim_in_thread_mode(make_queue: MakeQueue, sqs_cl
     finally:
         consumer.shutdown()
     sqs_client.delete_queue(QueueUrl=url)  # the name is fixed: leave none behind
+
+
+def test_fifo_order_holds_through_failures(make_queue: MakeQueue, sqs_client: Any) -> None:
+    # A failure releases the rest of its group's batch: nothing of the group overtakes it.
+    url = make_queue(fifo=True)
+    groups = ["x", "y"]
+    lock = threading.Lock()
+    succeeded: dict[str, list[int]] = {g: [] for g in groups}
+    rng = random.Random(3)
+    failures = 0
+
+    def handler(messages: Iterator[SQSMessage]) -> None:
+        nonlocal failures
+        for message in messages:
+            group, number = message.body.split(":")
+            with lock:
+                if rng.random() < 0.25:
+                    failures += 1
+                    raise RuntimeError(f"random failure on {message.body}")
+                succeeded[group].append(int(number))
+
+    with SQSQueue(queue_url=url, wait_time_seconds=1, reject_policy=0) as queue:
+        for group in groups:
+            fill(queue, [f"{group}:{n}" for n in range(15)], group_id=group)
+        with Consumer(queue, handler, max_workers=2, max_handlers=2, messages_bulk_size=3):
+            wait_until(
+                lambda: all(len(set(succeeded[g])) == 15 for g in groups),
+                timeout=90,
+                message="every group handled",
+            )
+    assert failures > 0
+    for group in groups:
+        firsts = list(dict.fromkeys(succeeded[group]))
+        assert firsts == list(range(15)), f"group {group} out of order: {succeeded[group]}"
+
+
+def test_heartbeat_covers_a_slow_handler_in_process_mode(
+    make_queue: MakeQueue, sqs_client: Any, tmp_path: Path
+) -> None:
+    url = make_queue(VisibilityTimeout=2)
+    out = tmp_path / "handled.txt"
+    with SQSQueue(queue_url=url, wait_time_seconds=1) as queue:
+        queue.put("slow")
+        handler = functools.partial(slow_record_to_file, str(out))
+        with Consumer(queue, handler, max_workers=1, max_handlers=2, with_thread_executor=False):
+            wait_until(lambda: lines(out) == ["slow"], timeout=60, message="handled")
+            wait_until(lambda: empty(sqs_client, url), timeout=30, message="deleted")
+        assert queue.statistics().extended >= 1
+    # Handled for 5 s with a 2 s visibility timeout, yet delivered only once.
+    assert lines(out) == ["slow"]
+
+
+def slow_record_to_file(path: str, messages: Iterator[SQSMessage]) -> None:
+    for message in messages:
+        time.sleep(5)
+        record_to_file(path, iter([message]))

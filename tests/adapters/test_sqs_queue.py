@@ -351,3 +351,27 @@ class FlakyDeleteClient:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+def test_dead_lettering_that_fails_rejects_instead(
+    make_queue: MakeQueue, sqs_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = make_queue(VisibilityTimeout=600)
+    missing_dlq = url.rsplit("/", 1)[0] + "/no-such-dlq"
+    sqs_client.send_message(QueueUrl=url, MessageBody="poison")
+    with SQSQueue(
+        queue_url=url,
+        wait_time_seconds=0,
+        reject_policy=0,
+        max_receive_count=1,
+        dead_letter_queue=missing_dlq,
+        settle_attempts=2,
+    ) as queue:
+        queue.reject(receive_all(queue, 1))
+        stats = queue.statistics()
+        assert stats.dead_lettered == 0
+        assert stats.rejected == 1
+        [again] = receive_all(queue, 1)  # not lost: back in the source queue
+        assert again.body == "poison"
+        queue.cleanup([again])
+    assert "could not dead-letter 1 message(s)" in caplog.text
