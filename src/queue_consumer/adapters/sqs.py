@@ -10,7 +10,8 @@
             process(message.body)
 
     with SQSQueue("jobs", visibility_timeout=60) as queue:
-        Consumer(queue, handler, max_workers=2, max_handlers=8).supervise(blocking=True)
+        with Consumer(queue, handler, max_workers=2, max_handlers=8) as consumer:
+            consumer.supervise(blocking=True)      # until SIGTERM / Ctrl-C
 
 Long polling in ``get()``; ``cleanup`` deletes, ``reject`` delays the next delivery with a
 backoff, ``release`` makes a message visible at once, and a heartbeat thread keeps held
