@@ -8,7 +8,9 @@
 A worker takes a free handler slot *before* it calls ``get()``, and one more for each
 further job of the batch, so no fetched message waits for a handler longer than it takes
 one to finish (an unbounded executor queue would hold messages past their visibility
-timeout and they would be delivered twice). Every fetched message ends in exactly one of
+timeout and they would be delivered twice). Jobs that find no free slot are parked, and
+the next slot to finish takes one (no hand-over through the worker), while the worker
+waits to fetch again until all are taken. Every fetched message ends in exactly one of
 cleanup, reject or release.
 """
 
@@ -18,6 +20,7 @@ import functools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -37,12 +40,22 @@ _SETTLE_ATTEMPTS = 3  # cleanup / reject / release are retried this often before
 
 
 class SlotCounter:
-    """Free handler slots. ``acquire`` blocks until one is free; False once closed."""
+    """Free handler slots, and jobs fetched that wait for one.
+
+    ``acquire`` blocks until a slot is free; False once closed. A worker that fetched more
+    jobs than it has slots ``park``s the rest: a slot that finishes a job keeps going with
+    the next parked one (``release`` returns it) rather than going idle and waking the
+    worker to hand it over, so a batch costs one wake-up of the worker, not one per job.
+    Parked jobs come before workers waiting to fetch more: they are fetched already.
+    """
 
     def __init__(self, size: int) -> None:
         self._free = size
         self._closed = False
-        self._cond = threading.Condition(threading.Lock())
+        self._parked: deque[Job] = deque()  # never non-empty while a slot is free
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # a slot was freed (or closed)
+        self._taken = threading.Condition(lock)  # the parked jobs were taken (or closed)
 
     def acquire(self) -> bool:
         with self._cond:
@@ -53,15 +66,42 @@ class SlotCounter:
             self._free -= 1
             return True
 
-    def release(self) -> None:
+    def release(self) -> Job | None:
+        """Give a slot back; if a job is parked, keep the slot and return the job to run in it."""
         with self._cond:
+            if self._parked and not self._closed:
+                job = self._parked.popleft()
+                if not self._parked:
+                    self._taken.notify_all()
+                return job
             self._free += 1
             self._cond.notify()
+            return None
+
+    def park(self, jobs: list[Job]) -> list[Job]:
+        """Take free slots for some of ``jobs`` (returned: submit them) and park the rest."""
+        with self._cond:
+            ready = 0 if self._closed else min(self._free, len(jobs))
+            self._free -= ready
+            self._parked.extend(jobs[ready:])
+            return jobs[:ready]
+
+    def wait_taken(self, jobs: list[Job]) -> list[Job]:
+        """Wait until no job is parked; once closed, take back and return those of ``jobs``."""
+        with self._cond:
+            while self._parked and not self._closed:
+                self._taken.wait()
+            mine = {id(job) for job in jobs}
+            left = [job for job in self._parked if id(job) in mine]
+            if left:
+                self._parked = deque(job for job in self._parked if id(job) not in mine)
+            return left
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._taken.notify_all()
 
 
 class Conveyor:
@@ -104,17 +144,27 @@ class Conveyor:
         return jobs
 
     def run_job(self, job: Job, slot: HandlerSlot, slots: SlotCounter) -> None:
+        """Run ``job``, then each job parked for a slot meanwhile, then free the slot."""
+        error: BaseException | None = None
+        next_job: Job | None = job
+        while next_job is not None:
+            try:
+                self._run_job(next_job, slot)
+            except BaseException as exc:  # a bug: it must not strand the parked jobs
+                error = exc
+            next_job = slots.release()
+        if error is not None:
+            raise error
+
+    def _run_job(self, job: Job, slot: HandlerSlot) -> None:
         """Handle a job's chunks in turn; after a failure the rest of the group is released."""
-        try:
-            for position, chunk in enumerate(job):
-                outcome = self._handle(chunk, slot)
-                if outcome is None or (
-                    position + 1 < len(job) and not outcome.all_succeeded(len(chunk))
-                ):
-                    self.release([m for rest in job[position + 1 :] for m in rest])
-                    break
-        finally:
-            slots.release()
+        for position, chunk in enumerate(job):
+            outcome = self._handle(chunk, slot)
+            if outcome is None or (
+                position + 1 < len(job) and not outcome.all_succeeded(len(chunk))
+            ):
+                self.release([m for rest in job[position + 1 :] for m in rest])
+                break
 
     def _handle(self, chunk: Chunk, slot: HandlerSlot) -> Outcome | None:
         """Run the handler on ``chunk`` and settle it; None if shutdown settled it instead."""
@@ -216,19 +266,19 @@ class Worker:
             try:
                 messages = list(get())
             except Exception as exc:
-                slots.release()
+                self._give_back()
                 self._conveyor.error("get", exc)
                 log.error("get() failed; retrying in %.1fs", backoff, exc_info=True)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _GET_BACKOFF[1])
                 continue
             except BaseException:  # ends this worker (supervise revives it): free its slot
-                slots.release()
+                self._give_back()
                 raise
             backoff = _GET_BACKOFF[0]
             counters.add(get_calls=1, received=len(messages))
             if not messages:
-                slots.release()
+                self._give_back()
                 stop.wait(self._polling_time or _IDLE_WAIT)
                 continue
             if hooks:
@@ -238,21 +288,36 @@ class Worker:
                 stop.wait(self._polling_time)
 
     def _dispatch(self, messages: list[Any]) -> None:
-        """Submit each job with a slot of its own (the first uses the slot already held)."""
+        """Submit the first job in the slot already held, the rest as slots become free.
+
+        Returns once every job has a slot, so that the worker fetches no more meanwhile.
+        """
         try:
             jobs = self._conveyor.jobs(messages)
         except Exception as exc:  # message_group() failed: hand the batch back untouched
-            self._slots.release()
+            self._give_back()
             self._conveyor.error("message_group", exc)
             self._conveyor.release(messages)
             return
-        submitted = 0
-        for job in jobs:
-            if submitted and not self._slots.acquire():
-                break
-            if self._stop.is_set():  # fetched after shutdown began: never started
-                self._slots.release()
-                break
-            self._pool.submit(functools.partial(self._conveyor.run_job, job, slots=self._slots))
-            submitted += 1
-        self._conveyor.release([m for job in jobs[submitted:] for chunk in job for m in chunk])
+        if self._stop.is_set():  # fetched after shutdown began: never started
+            self._give_back()
+            self._conveyor.release(messages)
+            return
+        self._submit(jobs[0])
+        rest = jobs[1:]
+        if not rest:
+            return
+        for job in self._slots.park(rest):
+            self._submit(job)
+        left = self._slots.wait_taken(rest)  # non-empty only after shutdown began
+        self._conveyor.release([m for job in left for chunk in job for m in chunk])
+
+    def _submit(self, job: Job) -> None:
+        """Run ``job`` in a handler slot; the caller holds a slot for it."""
+        self._pool.submit(functools.partial(self._conveyor.run_job, job, slots=self._slots))
+
+    def _give_back(self) -> None:
+        """Free the slot this worker holds, or hand it to a job another worker parked."""
+        job = self._slots.release()
+        if job is not None:
+            self._submit(job)
