@@ -141,7 +141,8 @@ def test_heartbeat_keeps_a_slow_message_invisible(make_queue: MakeQueue, sqs_cli
     url = make_queue(VisibilityTimeout=2)
     sqs_client.send_message(QueueUrl=url, MessageBody="slow")
     other = SQSQueue(queue_url=url, wait_time_seconds=0, heartbeat=False)
-    with SQSQueue(queue_url=url, wait_time_seconds=0) as queue:
+    # Extend every 0.6 s: 1.4 s of slack for a slow machine before the 2 s run out.
+    with SQSQueue(queue_url=url, wait_time_seconds=0, heartbeat_fraction=0.3) as queue:
         held: list[Any] = []
         wait_until(lambda: held.extend(queue.get()) or held, timeout=20)
         # Three visibility timeouts pass while the "handler" runs; nobody else gets it.
@@ -149,7 +150,7 @@ def test_heartbeat_keeps_a_slow_message_invisible(make_queue: MakeQueue, sqs_cli
         while time.monotonic() < deadline:
             assert other.get() == [], "the held message was delivered again"
             time.sleep(0.2)
-        assert queue.statistics().extended >= 3
+        assert queue.statistics().extended >= 5
         queue.cleanup(held)
         assert queue.statistics().held == 0
     assert other.get() == []
@@ -168,17 +169,21 @@ def test_fast_handlers_cost_no_extension(make_queue: MakeQueue, sqs_client: Any)
 
 @pytest.mark.parametrize("settle", ["release", "reject"])
 def test_no_extension_after_settling(make_queue: MakeQueue, sqs_client: Any, settle: str) -> None:
-    # An extension landing after a release would hide the message again for a while.
-    url = make_queue(VisibilityTimeout=2)
+    # An extension landing after a release would hide the message again for 4 s.
+    url = make_queue(VisibilityTimeout=4)
     sqs_client.send_message(QueueUrl=url, MessageBody="m")
     other = SQSQueue(queue_url=url, wait_time_seconds=0, heartbeat=False)
-    with SQSQueue(queue_url=url, wait_time_seconds=0, reject_policy=0) as queue:
+    with SQSQueue(
+        queue_url=url, wait_time_seconds=0, reject_policy=0, heartbeat_fraction=0.25
+    ) as queue:
         held: list[Any] = []
         wait_until(lambda: held.extend(queue.get()) or held, timeout=20)
         wait_until(lambda: queue.statistics().extended >= 1, timeout=20)
         getattr(queue, settle)(held)
         extended = queue.statistics().extended
-        again: list[Any] = []
-        wait_until(lambda: again.extend(other.get()) or again, timeout=1.8)
+        assert queue.statistics().held == 0
+        time.sleep(1.5)  # past a heartbeat period (1 s): a due extension would have gone out
         assert queue.statistics().extended == extended
+        again: list[Any] = []
+        wait_until(lambda: again.extend(other.get()) or again, timeout=3)
         other.cleanup(again)
