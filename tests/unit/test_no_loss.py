@@ -10,7 +10,11 @@ failing), and only deliveries a handler finished were cleaned up.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import random
+import signal
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -95,6 +99,59 @@ class AuditedQueue(MemoryQueue):
             self.settled[(message.id, message.receipt)].append(kind)
 
 
+def handler_processes() -> list[int]:
+    """This test's handler processes: children of a forkserver that is a child of ours.
+
+    Found through /proc (no psutil); the forkserver's own children are exactly the handler
+    processes, and the ppid checks keep the killer away from anything else on the machine.
+    """
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                cmdline = file.read()
+        except OSError:  # it exited meanwhile
+            continue
+        table[int(entry)] = (int(stat.rsplit(b")", 1)[1].split()[1]), cmdline)
+    servers = {
+        pid
+        for pid, (ppid, cmdline) in table.items()
+        if ppid == os.getpid() and b"forkserver" in cmdline
+    }
+    return sorted(pid for pid, (ppid, _) in table.items() if ppid in servers)
+
+
+class ChildKiller(threading.Thread):
+    """SIGKILLs a random handler process every so often, whatever it is doing then:
+    starting, idle, unpickling, in the handler, or sending its outcome back."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(name="child-killer", daemon=True)
+        self.random = random.Random(seed)
+        self.done = threading.Event()
+        self.kills = 0
+
+    def run(self) -> None:
+        while not self.done.wait(self.random.uniform(0.05, 0.3)):
+            victims = handler_processes()
+            if victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.random.choice(victims), signal.SIGKILL)
+                    self.kills += 1
+
+    def __enter__(self) -> ChildKiller:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.done.set()
+        self.join()
+
+
 def run_to_the_end(
     queue: AuditedQueue, handler: Callable[..., object], thread_mode: bool, bulk: int
 ) -> dict[str, int]:
@@ -169,7 +226,12 @@ def test_iterator_handler_loses_nothing(tmp_path: Any, thread_mode: bool, bulk: 
     handler = functools.partial(robust_handlers.chaotic, trace_path, SEED + bulk, 0.08, kill_rate)
     queue = AuditedQueue(SEED + bulk, flaky_cleanup=0.002, doomed_reject=0.01)
 
-    stats = run_to_the_end(queue, handler, thread_mode, bulk)
+    if thread_mode:
+        stats = run_to_the_end(queue, handler, thread_mode, bulk)
+    else:
+        with ChildKiller(SEED + bulk) as killer:
+            stats = run_to_the_end(queue, handler, thread_mode, bulk)
+        assert killer.kills > 3
 
     fates = check_ledger(queue, stats, trace_path)
     cleaned = {d for d, kinds in queue.settled.items() if kinds == ["cleanup"]}
@@ -180,7 +242,7 @@ def test_iterator_handler_loses_nothing(tmp_path: Any, thread_mode: bool, bulk: 
         assert len(fates["kill"]) > 5
         # A killed process fails its whole chunk, including messages it had finished.
         unsettled_ok = fates["ok"] - cleaned
-        assert len(unsettled_ok) <= (bulk - 1) * len(fates["kill"])
+        assert len(unsettled_ok) <= (bulk - 1) * len(fates["kill"]) + bulk * killer.kills
 
 
 def test_partial_failure_bulk_handler_loses_nothing(tmp_path: Any, thread_mode: bool) -> None:
@@ -189,7 +251,12 @@ def test_partial_failure_bulk_handler_loses_nothing(tmp_path: Any, thread_mode: 
     handler = functools.partial(robust_handlers.chaotic_bulk, trace_path, SEED, 0.08, kill_rate)
     queue = AuditedQueue(SEED, flaky_cleanup=0.002, doomed_reject=0.01)
 
-    stats = run_to_the_end(queue, handler, thread_mode, bulk=5)
+    if thread_mode:
+        stats = run_to_the_end(queue, handler, thread_mode, bulk=5)
+    else:
+        with ChildKiller(SEED) as killer:
+            stats = run_to_the_end(queue, handler, thread_mode, bulk=5)
+        assert killer.kills > 3
 
     fates = check_ledger(queue, stats, trace_path)
     cleaned = {d for d, kinds in queue.settled.items() if kinds == ["cleanup"]}
@@ -198,4 +265,4 @@ def test_partial_failure_bulk_handler_loses_nothing(tmp_path: Any, thread_mode: 
         assert cleaned == fates["ok"]
     else:
         assert fates["kill"]
-        assert len(fates["ok"] - cleaned) <= 4 * len(fates["kill"])
+        assert len(fates["ok"] - cleaned) <= 4 * len(fates["kill"]) + 5 * killer.kills
