@@ -195,6 +195,55 @@ def test_cleanup_after_lease_expiry_still_works_if_nobody_took_it(db: Path, cloc
         assert q.get() == []
 
 
+def test_extend_pushes_a_live_lease_only(db: Path, clock: Clock) -> None:
+    with SQLiteQueue(db, visibility_timeout=10) as q:
+        q.put("slow")
+        [message] = q.get()
+        clock.advance(8)
+        assert q.extend([message]) == 1  # leased until 8 + 10
+        clock.advance(9.9)
+        assert q.get() == []
+        clock.advance(0.1)
+        [again] = q.get()
+        assert q.extend([message], timeout=60) == 0  # stale: the lease moved on
+        assert q.extend([again], timeout=60) == 1
+        clock.advance(59.9)
+        assert q.get() == []
+        with pytest.raises(ConfigurationError, match="timeout"):
+            q.extend([again], timeout=0)
+
+
+def test_heartbeat_keeps_a_slow_message_leased_until_settled(db: Path) -> None:
+    with (
+        SQLiteQueue(db, visibility_timeout=2, heartbeat=True) as holder,
+        SQLiteQueue(db) as other,
+    ):
+        holder.put("slow")
+        [message] = holder.get()
+        heartbeat = holder._heartbeat
+        assert heartbeat is not None
+        leaked: list[SQLiteMessage] = []
+        # Two extensions take over two visibility timeouts; meanwhile nobody else gets it.
+        wait_until(
+            lambda: collect(other, leaked) or heartbeat.extensions >= 2,
+            timeout=60,
+        )
+        assert leaked == []
+        assert holder.cleanup([message]) == 1
+        assert heartbeat.held() == 0
+
+
+def test_a_closed_heartbeat_lets_the_lease_expire(db: Path) -> None:
+    with SQLiteQueue(db, visibility_timeout=0.5) as other:
+        holder = SQLiteQueue(db, visibility_timeout=0.5, heartbeat=True)
+        holder.put("job")
+        [message] = holder.get()
+        holder.close()  # a consumer that stopped (or died) no longer extends
+        back: list[SQLiteMessage] = []
+        wait_until(lambda: collect(other, back), timeout=30)
+        assert [(m.id, m.attempts) for m in back] == [(message.id, 2)]
+
+
 # -- reject, backoff, dead letters ---------------------------------------------------
 
 
@@ -467,6 +516,7 @@ def test_closed_queue_refuses_work_and_close_is_idempotent(db: Path) -> None:
         ({"wait_time": -1}, "wait_time"),
         ({"busy_timeout": None}, "busy_timeout"),
         ({"synchronous": "SOMETIMES"}, "synchronous"),
+        ({"heartbeat": 1}, "heartbeat"),
     ],
 )
 def test_bad_arguments_are_configuration_errors(
@@ -583,7 +633,7 @@ def test_url_with_a_relative_path_and_parameters(
     url = (
         "sqlite:///data/jobs.db?queue=emails&visibility_timeout=2.5&max_messages=3"
         "&max_attempts=7&retry_delay=0.5&max_retry_delay=9&wait_time=0&busy_timeout=1"
-        "&synchronous=full"
+        "&synchronous=full&heartbeat=true"
     )
     (tmp_path / "data").mkdir()
     with from_url(url) as q:
@@ -599,6 +649,7 @@ def test_url_with_a_relative_path_and_parameters(
             "wait_time": 0.0,
             "busy_timeout": 1.0,
             "synchronous": "FULL",
+            "heartbeat": True,
         }
     assert (tmp_path / "data" / "jobs.db").exists()
 
@@ -635,6 +686,7 @@ def test_the_cli_url_opener_finds_the_adapter(tmp_path: Path) -> None:
         ("sqlite:///jobs.db?max_attempts=0", "max_attempts"),
         ("sqlite:///jobs.db?queue=a&queue=b", "given twice"),
         ("sqlite:///jobs.db?queue=", "queue"),
+        ("sqlite:///jobs.db?heartbeat=sometimes", "bad value 'sometimes' for 'heartbeat'"),
     ],
 )
 def test_bad_urls_are_configuration_errors(

@@ -24,12 +24,14 @@ from queue_consumer.testing import wait_until
 FAIL_RATE = 0.3
 
 
-def flaky(out: str, delay: float, messages: Iterator[SQLiteMessage]) -> None:
-    """Fail ~30% of deliveries, the same way in any process; log each success to ``out``."""
+def flaky(
+    out: str, delay: float, messages: Iterator[SQLiteMessage], fail_rate: float = FAIL_RATE
+) -> None:
+    """Fail some deliveries, the same way in any process; log each success to ``out``."""
     for message in messages:
         if delay:
             time.sleep(delay)
-        if random.Random(f"{message.id}/{message.attempts}").random() < FAIL_RATE:
+        if random.Random(f"{message.id}/{message.attempts}").random() < fail_rate:
             raise RuntimeError(f"message {message.id} failed on attempt {message.attempts}")
         # One short append per message: lines from several processes never interleave.
         with open(out, "a") as log:
@@ -144,3 +146,20 @@ def test_a_consumer_shut_down_midway_hands_its_messages_to_the_next(tmp_path: Pa
         assert queue.cleaned == Counter(ids)
         assert successes(out) == Counter(ids)
         assert queue.stale == 0
+
+
+def test_heartbeat_lets_handlers_outlive_the_visibility_timeout(tmp_path: Path) -> None:
+    out = tmp_path / "succeeded.txt"
+    # Two chunks take ~1.2 s each against a 1 s lease, and a third handler slot stays free:
+    # without the heartbeat a worker would take them again while they are being handled.
+    with CountingQueue(
+        tmp_path / "slow.db", visibility_timeout=1, max_messages=3, heartbeat=True, wait_time=0.05
+    ) as queue:
+        ids = queue.put_many(range(6))
+        slow = functools.partial(flaky, str(out), 0.4, fail_rate=0.0)
+        with Consumer(queue, slow, max_workers=2, max_handlers=3, messages_bulk_size=3):
+            wait_until(lambda: settled(queue), timeout=90, message=f"{queue.stats()}")
+        assert successes(out) == Counter(ids)
+        assert queue.cleaned == Counter(ids)
+        assert queue.stale == 0
+        assert queue._heartbeat is not None and queue._heartbeat.extensions > 0

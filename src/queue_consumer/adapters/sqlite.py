@@ -18,6 +18,7 @@ expired (and whose message went to someone else) cannot delete or move it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import secrets
@@ -35,6 +36,8 @@ from queue_consumer.errors import ConfigurationError, ConsumerStateError, QueueC
 __all__ = ["DeadLetter", "SQLiteMessage", "SQLiteQueue", "SQLiteQueueError", "from_url"]
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger("queue_consumer.adapters.sqlite")
 
 _Q = TypeVar("_Q", bound="SQLiteQueue")
 
@@ -165,6 +168,10 @@ class SQLiteQueue:
     - ``synchronous``: SQLite's fsync policy. ``"NORMAL"`` (the default, about four times
       faster) survives any process crash but may lose the last transactions to a power
       loss or OS crash; ``"FULL"`` survives those too.
+    - ``heartbeat``: extend the lease of every message ``get()`` returned until it is
+      settled (a background thread), so a handler may run longer than
+      ``visibility_timeout``; a dead process stops extending, so its messages still come
+      back after one ``visibility_timeout``.
     """
 
     def __init__(
@@ -180,6 +187,7 @@ class SQLiteQueue:
         wait_time: float = 0.0,
         busy_timeout: float = 10.0,
         synchronous: str = "NORMAL",
+        heartbeat: bool = False,
     ) -> None:
         self._path = _check_path(path)
         if not isinstance(queue, str) or not queue:
@@ -201,6 +209,10 @@ class SQLiteQueue:
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {synchronous!r}"
             )
         self.synchronous = synchronous.upper()
+        if not isinstance(heartbeat, bool):
+            raise ConfigurationError(f"heartbeat must be True or False, not {heartbeat!r}")
+        self.heartbeat = heartbeat
+        self._heartbeat = _Heartbeat(self) if heartbeat else None
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._pid = os.getpid()
@@ -216,6 +228,8 @@ class SQLiteQueue:
             messages = self._lease_batch()
             if messages is None:  # only spent messages came up (and went): look again
                 continue
+            if messages and self._heartbeat is not None:
+                self._heartbeat.track((m.id, m.lease) for m in messages)
             if messages or self.wait_time == 0:
                 return messages
             now = time.monotonic()
@@ -227,7 +241,7 @@ class SQLiteQueue:
 
     def cleanup(self, messages: Iterable[SQLiteMessage]) -> int:
         """Delete messages whose handler succeeded. Returns how many were still leased."""
-        keys = _keys(messages)
+        keys = self._settling(messages)
         if not keys:
             return 0
         with self._write("cleanup") as conn:
@@ -240,6 +254,7 @@ class SQLiteQueue:
         messages were still leased (and so were moved).
         """
         batch = _messages(messages)
+        self._settling(batch)
         if not batch:
             return 0
         now = _now()
@@ -260,7 +275,7 @@ class SQLiteQueue:
 
     def release(self, messages: Iterable[SQLiteMessage]) -> int:
         """Return unhandled messages at once, without counting the attempt (shutdown)."""
-        keys = _keys(messages)
+        keys = self._settling(messages)
         if not keys:
             return 0
         with self._write("release") as conn:
@@ -270,6 +285,16 @@ class SQLiteQueue:
                 "attempts = MAX(attempts - 1, 0) WHERE id = ? AND lease = ?",
                 [(_now(), message_id, lease) for message_id, lease in keys],
             ).rowcount
+
+    def extend(self, messages: Iterable[SQLiteMessage], timeout: float | None = None) -> int:
+        """Lease held messages for ``timeout`` more seconds from now (default
+        ``visibility_timeout``), for a handler that needs longer. Returns how many were
+        still leased. ``heartbeat=True`` does this by itself for every message ``get()``
+        returned until it is settled."""
+        seconds = self.visibility_timeout if timeout is None else timeout
+        seconds = _seconds("timeout", seconds, positive=True)
+        keys = _keys(messages)
+        return len(keys) - len(self._extend(keys, seconds))
 
     # -- producing ---------------------------------------------------------------------
 
@@ -379,7 +404,10 @@ class SQLiteQueue:
         return self._queue
 
     def close(self) -> None:
-        """Close the connections. Safe to call twice; the queue cannot be used after."""
+        """Stop the heartbeat, close the connections. Safe to call twice; the queue cannot
+        be used after. Messages still leased are left to their lease."""
+        if self._heartbeat is not None:
+            self._heartbeat.close()
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -413,9 +441,32 @@ class SQLiteQueue:
             "wait_time": self.wait_time,
             "busy_timeout": self.busy_timeout,
             "synchronous": self.synchronous,
+            "heartbeat": self.heartbeat,
         }
 
     # -- internals ---------------------------------------------------------------------
+
+    def _settling(self, messages: Iterable[SQLiteMessage]) -> list[tuple[int, str]]:
+        keys = _keys(messages)
+        if self._heartbeat is not None:
+            self._heartbeat.untrack(keys)
+        return keys
+
+    def _extend(self, keys: list[tuple[int, str]], seconds: float) -> list[tuple[int, str]]:
+        """Extend leases; return the keys whose lease was already gone."""
+        if not keys:
+            return []
+        until = _now() + seconds
+        lost = []
+        with self._write("extend") as conn:
+            for message_id, lease in keys:
+                cursor = conn.execute(
+                    f"UPDATE {_M} SET visible_at = ? WHERE id = ? AND lease = ?",
+                    (until, message_id, lease),
+                )
+                if cursor.rowcount == 0:
+                    lost.append((message_id, lease))
+        return lost
 
     def _lease_batch(self) -> list[SQLiteMessage] | None:
         now = _now()
@@ -541,13 +592,83 @@ class SQLiteQueue:
         return SQLiteQueueError(f"{action} on SQLite file {self._path!r} failed: {exc}")
 
 
+class _Heartbeat:
+    """Keep the leases of messages a queue object handed out alive until they are settled.
+
+    A daemon thread wakes every quarter of the visibility timeout and extends the leases
+    held for more than half of it, so a fast handler costs nothing and a slow one is not
+    delivered twice. A process that dies takes the thread with it: its leases expire.
+    No lock is needed against settling: an extension only matches a live lease token, so
+    one that lands after a cleanup, reject or release changes nothing.
+    """
+
+    def __init__(self, queue: SQLiteQueue) -> None:
+        self._queue = queue
+        self._held: dict[tuple[int, str], float] = {}  # key -> monotonic time of last lease
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self.extensions = 0
+
+    def track(self, keys: Iterable[tuple[int, str]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread and leases are not ours
+                self._held, self._thread, self._pid = {}, None, os.getpid()
+            self._held.update(dict.fromkeys(keys, now))
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="queue_consumer-sqlite-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def untrack(self, keys: Iterable[tuple[int, str]]) -> None:
+        with self._lock:
+            for key in keys:
+                self._held.pop(key, None)
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def close(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self._queue.busy_timeout + 1)
+
+    def _run(self) -> None:
+        timeout = self._queue.visibility_timeout
+        while not self._stop.wait(max(timeout / 4, 0.01)):
+            cutoff = time.monotonic() - timeout / 2
+            with self._lock:
+                due = [key for key, leased_at in self._held.items() if leased_at <= cutoff]
+            if not due:
+                continue
+            try:
+                lost = self._queue._extend(due, timeout)
+            except Exception as exc:  # a locked file, say: try again on the next beat
+                log.warning("SQLite heartbeat could not extend %d lease(s): %s", len(due), exc)
+                continue
+            now = time.monotonic()
+            with self._lock:
+                for key in due:
+                    if key in self._held:
+                        self._held[key] = now
+                for key in lost:  # someone else has it now (or it is gone): stop extending
+                    self._held.pop(key, None)
+                self.extensions += len(due) - len(lost)
+
+
 def from_url(url: str) -> SQLiteQueue:
     """Open ``sqlite:///relative/path.db?queue=NAME&visibility_timeout=30``.
 
     Three slashes and a relative path (to the current directory), four for an absolute
     one: ``sqlite:////var/lib/jobs.db``. Query parameters are ``SQLiteQueue`` keyword
     arguments: ``queue``, ``visibility_timeout``, ``max_messages``, ``max_attempts``,
-    ``retry_delay``, ``max_retry_delay``, ``wait_time``, ``busy_timeout``, ``synchronous``.
+    ``retry_delay``, ``max_retry_delay``, ``wait_time``, ``busy_timeout``, ``synchronous``,
+    ``heartbeat`` (``1`` / ``0``, ``true`` / ``false``).
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"a sqlite URL must be a string, not {type(url).__name__}")
@@ -589,6 +710,7 @@ _URL_PARAMETERS: dict[str, Any] = {
     "wait_time": float,
     "busy_timeout": float,
     "synchronous": str,
+    "heartbeat": lambda text: _flag(text),
 }
 
 
@@ -680,6 +802,13 @@ def _seconds(name: str, value: object, *, positive: bool = False) -> float:
         bound = "> 0" if positive else ">= 0"
         raise ConfigurationError(f"{name} must be a finite number {bound}, not {value!r}")
     return seconds
+
+
+def _flag(text: str) -> bool:
+    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if text.lower() not in value:
+        raise ValueError(text)
+    return value[text.lower()]
 
 
 def _count(name: str, value: object) -> int:
