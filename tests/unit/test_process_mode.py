@@ -51,7 +51,10 @@ def assert_gone(pids: set[int]) -> None:
             os.kill(pid, 0)
 
 
-def test_initializer_runs_once_in_each_child_and_handlers_run_there(tmp_path: Any) -> None:
+@pytest.mark.parametrize("mp_context", [None, "spawn"], ids=["default", "spawn"])
+def test_initializer_runs_once_in_each_child_and_handlers_run_there(
+    tmp_path: Any, mp_context: str | None
+) -> None:
     path = str(tmp_path / "trace")
     queue = MemoryQueue()
     queue.put_many(range(40))
@@ -60,6 +63,7 @@ def test_initializer_runs_once_in_each_child_and_handlers_run_there(tmp_path: An
         functools.partial(robust_handlers.record_pid, path),
         max_handlers=2,
         pool_initializer=functools.partial(robust_handlers.record_init, path),
+        mp_context=mp_context,
     )
     with consumer:
         wait_until(lambda: queue.deleted == 40, timeout=DEADLINE)
