@@ -4,11 +4,12 @@ Standard library only. Any number of threads and processes may share the file (W
 every write is one short ``BEGIN IMMEDIATE`` transaction). Several named queues can live
 in one file. The life of a message::
 
-    put ──> waiting ──get()──> leased ──cleanup()──> deleted
-              ^  ^                │  │
-              │  └─release()──────┘  ├──reject()──> waiting again after a backoff,
-              │    lease expired ────┘               or dead letter after max_attempts
-              └──────────────── redrive() <──────── dead letters
+    put() ─> waiting ─get()─> leased ─cleanup()─> deleted
+               ^                │
+               ├── release() ───┤  at once; the attempt does not count
+               ├── reject() ────┤  after a backoff  ┐ or, after max_attempts
+               └─ lease expiry ─┘  (consumer died)  ┘ deliveries, dead letter
+    dead letter ─redrive()─> waiting, attempts reset
 
 Each delivery counts one attempt and carries a fresh lease token: ``cleanup`` / ``reject``
 / ``release`` act only while the token still matches, so a late handler whose lease
@@ -710,7 +711,7 @@ _URL_PARAMETERS: dict[str, Any] = {
     "wait_time": float,
     "busy_timeout": float,
     "synchronous": str,
-    "heartbeat": lambda text: _flag(text),
+    "heartbeat": lambda text: _flag(text),  # _flag is defined below
 }
 
 
