@@ -569,7 +569,11 @@ class SQLiteQueue:
             )
         except sqlite3.Error as exc:
             raise ConfigurationError(f"cannot open SQLite file {self._path!r}: {exc}") from exc
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # checked against a list
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # checked against a list
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _checkin(self, conn: sqlite3.Connection) -> None:
