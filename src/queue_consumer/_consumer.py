@@ -300,10 +300,12 @@ class Consumer:
                 if slot.stuck:
                     continue
                 slot.stuck = True
+                # Under the lock: the chunk cannot finish and the next one start in between.
+                killed = slot.runner.kill(f"killed after {running_for:.1f}s (handler_timeout)")
             self._counters.add(handlers_stuck=1)
             if self._hooks:
                 self._hooks.on_handler_stuck(chunk, running_for)
-            if slot.runner.kill(f"killed after {running_for:.1f}s (handler_timeout)"):
+            if killed:
                 stuck -= 1
                 log.error("handler stuck for %.1fs; its process was killed", running_for)
             else:
