@@ -580,6 +580,31 @@ def test_opening_a_file_locked_too_long_is_a_clear_error(tmp_path: Path) -> None
         holder.close()
 
 
+def test_switching_a_new_file_to_wal_waits_for_another_writer(tmp_path: Path) -> None:
+    # SQLite fails the switch to WAL at once, without its busy handler, while another
+    # connection writes (another process opening the same new file, say): it must wait.
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("CREATE TABLE other (x)")
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO other VALUES (1)")
+        timer = threading.Timer(0.2, holder.execute, ["COMMIT"])
+        timer.start()
+        try:
+            with SQLiteQueue(path, busy_timeout=30) as q:
+                q.put("x")
+        finally:
+            timer.join()
+    finally:
+        holder.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        check.close()
+
+
 def test_a_file_from_a_newer_version_is_refused(db: Path) -> None:
     SQLiteQueue(db).close()
     with sqlite3.connect(db) as conn:

@@ -511,10 +511,7 @@ class SQLiteQueue:
     def _create_schema(self) -> None:
         try:
             with self._connection("open") as conn:
-                # WAL: readers never block the writer nor the writer them. The mode is
-                # stored in the file, so only the first opener switches it.
-                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
+                self._use_wal(conn)
                 with _transaction(conn):
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
@@ -533,6 +530,24 @@ class SQLiteQueue:
                 f"{self._path!r} was written by a newer queue_consumer "
                 f"(schema {row[0]}, this one knows {SCHEMA_VERSION})"
             )
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        # WAL: readers never block the writer nor the writer them. The mode is stored in
+        # the file, so only the first opener switches it. Switching fails at once with
+        # "database is locked" (SQLite does not call the busy handler for it) while another
+        # process opens the same new file, so retry until busy_timeout runs out.
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     @contextmanager
     def _connection(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -585,8 +600,7 @@ class SQLiteQueue:
             conn.close()
 
     def _translate(self, exc: sqlite3.Error, action: str) -> Exception:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
+        if _is_busy(exc):
             return SQLiteQueueError(
                 f"{self._path!r} stayed locked by another connection for more than "
                 f"busy_timeout={self.busy_timeout}s during {action}: {exc}"
@@ -807,6 +821,11 @@ def _seconds(name: str, value: object, *, positive: bool = False) -> float:
         bound = "> 0" if positive else ">= 0"
         raise ConfigurationError(f"{name} must be a finite number {bound}, not {value!r}")
     return seconds
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
 
 
 def _flag(text: str) -> bool:
