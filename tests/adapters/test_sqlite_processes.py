@@ -47,6 +47,17 @@ with SQLiteQueue(path, visibility_timeout=visibility, max_messages=5) as queue:
                 queue.cleanup(batch)
             elif queue.stats()["depth"] == queue.stats()["in_flight"] == 0:
                 break
+    elif mode == "produce":      # 500 single puts: as many write transactions as can be
+        for n in range(500):
+            queue.put(f"{os.getpid()}-{n}")
+    elif mode == "consume":      # drain until the producers are done and the queue empty
+        while True:
+            batch = queue.get()
+            if batch:
+                say(bodies=[m.body for m in batch])
+                queue.cleanup(batch)
+            elif os.path.exists(path + ".produced") and queue.stats()["depth"] == 0:
+                break
     elif mode == "lease-and-hang":   # lease one batch, then "handle" it for ever
         batch = queue.get()
         say(got=[m.id for m in batch], until=time.time() + visibility)
@@ -125,6 +136,25 @@ def test_several_processes_drain_one_file_each_message_once(tmp_path: Path) -> N
     assert all(report[-1] == {"done": True} for report in reports)
     with SQLiteQueue(db) as queue:
         assert queue.stats() == dict.fromkeys(queue.stats(), 0)
+
+
+def test_producers_and_consumers_in_separate_processes(tmp_path: Path) -> None:
+    db = tmp_path / "busy.db"
+    SQLiteQueue(db).close()
+    with ExitStack() as stack:
+        consumers = [stack.enter_context(running(db, "consume", 120)) for _ in range(2)]
+        producers = [stack.enter_context(running(db, "produce", 120)) for _ in range(2)]
+        for producer in producers:
+            assert producer.wait(timeout=100) == 0
+        Path(f"{db}.produced").touch()
+        reports = []
+        for consumer in consumers:
+            assert consumer.stdout is not None
+            reports.append(events(consumer.stdout))
+            assert consumer.wait(timeout=100) == 0
+    received = Counter(body for report in reports for e in report for body in e.get("bodies", ()))
+    expected = Counter(f"{p.pid}-{n}" for p in producers for n in range(500))
+    assert received == expected
 
 
 def test_a_consumer_killed_after_leasing_loses_nothing(tmp_path: Path) -> None:
