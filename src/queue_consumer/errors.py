@@ -7,6 +7,11 @@ QueueConsumerError
 └── HandlerProcessError                    a handler process died or could not be reached
 
 PartialFailure                             raised *by handlers* to fail exact messages
+
+Adapters define their own errors beside their client library, all under
+QueueConsumerError: adapters.sqlite.SQLiteQueueError (the file stayed locked, or is
+unusable) and adapters.sqs.SQSBatchError (entries of a batch call still failed after
+retries).
 """
 
 from __future__ import annotations
