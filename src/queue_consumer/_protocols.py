@@ -7,7 +7,8 @@ consumer is built, so a plain object with ``get()`` is a queue.
 - ``cleanup(messages)``: remove messages whose handler succeeded.
 - ``reject(messages)``: messages whose handler failed (e.g. make them visible again,
   maybe after a backoff). Without it, failed messages are left to the queue's own
-  redelivery (a visibility timeout, say).
+  redelivery (a visibility timeout, say). A ``reject`` that takes an ``error`` keyword
+  gets the handler's traceback as text (to keep with a dead letter, say).
 - ``release(messages)``: messages fetched but never handled (shutdown, or the tail of a
   message group held back by a failure). They failed through no fault of their own, so a
   queue may return them at once. Without it, ``reject`` is used.
@@ -41,7 +42,7 @@ class CleanupQueue(Protocol):
 
 
 class RejectQueue(Protocol):
-    def reject(self, messages: list[Any]) -> object: ...
+    def reject(self, messages: list[Any], *, error: str | None = None) -> object: ...
 
 
 class ReleaseQueue(Protocol):

@@ -17,6 +17,7 @@ cleanup, reject or release.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -120,8 +121,10 @@ class Conveyor:
         # HookDispatcher is truthy only with hooks; asking it costs a call, so ask once.
         self._hooked = bool(hooks)
         self._cleanup: Callable[[list[Any]], object] | None = getattr(queue, "cleanup", None)
-        self._reject: Callable[[list[Any]], object] | None = getattr(queue, "reject", None)
+        self._reject: Callable[..., object] | None = getattr(queue, "reject", None)
         self._release = getattr(queue, "release", None) or self._reject
+        # A reject(messages, *, error=...) keeps the handler's traceback (e.g. for dead letters).
+        self._reject_with_error = _accepts_keyword(self._reject, "error")
         self._group: Callable[[Any], Hashable | None] | None = getattr(queue, "message_group", None)
 
     def jobs(self, messages: list[Any]) -> list[Job]:
@@ -186,7 +189,10 @@ class Conveyor:
         if succeeded and self._cleanup is not None:
             self._call("cleanup", self._cleanup, succeeded)
         if failed and self._reject is not None:
-            self._call("reject", self._reject, failed)
+            reject = self._reject
+            if self._reject_with_error and outcome.error is not None:
+                reject = functools.partial(reject, error=outcome.error)
+            self._call("reject", reject, failed)
         self.counters.settled(len(succeeded), len(failed))
         if outcome.error is not None:
             self.counters.error(outcome.error, count=False)
@@ -321,3 +327,16 @@ class Worker:
         job = self._slots.release()
         if job is not None:
             self._submit(job)
+
+
+def _accepts_keyword(method: Callable[..., object] | None, name: str) -> bool:
+    if method is None:
+        return False
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return name in parameters and parameters[name].kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )

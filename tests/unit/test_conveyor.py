@@ -140,3 +140,23 @@ def test_message_groups_run_in_order_and_a_failure_holds_back_the_group() -> Non
     assert queue.rejected == {("A", 1): 1}
     assert queue.released == {("A", 2): 1}
     assert sum(queue.cleaned.values()) == 7
+
+
+def test_a_reject_that_takes_error_gets_the_handlers_traceback(thread_mode: bool) -> None:
+    class ErrorKeepingQueue(RecordingQueue):
+        def __init__(self) -> None:
+            super().__init__(reject_delay=600)
+            self.errors: list[str | None] = []
+
+        def reject(  # type: ignore[override]
+            self, messages: list[MemoryMessage], *, error: str | None = None
+        ) -> None:
+            self.errors.append(error)
+            super().reject(messages)
+
+    queue = ErrorKeepingQueue()
+    queue.put_many(["ok", "fail-me"])
+    consume(queue, core_handlers.fail_on_body, thread_mode, 2, messages_bulk_size=2)
+    assert queue.rejected == {"fail-me": 1}
+    (error,) = queue.errors
+    assert error is not None and "RuntimeError: cannot handle fail-me" in error
