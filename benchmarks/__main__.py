@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- machine: {os.cpu_count()} CPUs (nproc), {platform.platform()}")
     print(f"- Python {platform.python_version()} ({platform.python_implementation()})")
     print(f"- command: python -m benchmarks {' '.join(argv or sys.argv[1:])}".rstrip())
+    print(f"- load average at start: {_load()}")
     failed = False
     verdicts = []
     started = time.monotonic()
@@ -71,13 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         print("| target | goal | measured | met |\n|---|---|---|---|")
         for label, goal, measured, ok in verdicts:
             print(f"| {label} | {goal} | {measured} | {'yes' if ok else '**no**'} |")
-    print(f"\n(total {time.monotonic() - started:.0f} s)")
+    print(f"\n(total {time.monotonic() - started:.0f} s; load average at the end: {_load()})")
     if failed:
         print("\nSOME RUNS FAILED (lost or unsettled messages): see above", file=sys.stderr)
         return 1
     if args.strict and not all(ok for *_, ok in verdicts):
         return 1
     return 0
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages: a shared machine's other work shows here."""
+    return " / ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

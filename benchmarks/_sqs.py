@@ -129,9 +129,7 @@ class RoundsQueue:
             index = self._cursor
             if index >= len(self.urls):
                 return []
-            messages = self.sqs.receive_message(
-                QueueUrl=self.urls[index], MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages")
+            messages = self._receive(index)
             with self._lock:
                 self._received[index] += len(messages or ())
                 # On to the next round once this one was all received (or had nothing
@@ -142,9 +140,15 @@ class RoundsQueue:
                 ):
                     self._cursor = index + 1
             if messages:
-                for message in messages:
-                    message["round"] = index
-                return messages  # type: ignore[no-any-return]
+                return messages
+
+    def _receive(self, index: int) -> list[Any]:
+        messages: list[dict[str, Any]] = self.sqs.receive_message(
+            QueueUrl=self.urls[index], MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", [])
+        for message in messages:
+            message["round"] = index
+        return messages
 
     def cleanup(self, messages: list[dict[str, Any]]) -> None:
         rounds: dict[int, list[dict[str, Any]]] = {}
@@ -162,6 +166,9 @@ class RoundsQueue:
                 gone = {int(entry["Id"]) for entry in failed}
                 batch = [m for i, m in enumerate(batch) if i not in gone]
             self._tick(int(m["Body"]) for m in batch)
+
+    def close(self) -> None:
+        pass
 
     def _tick(self, bodies: Any) -> None:
         cleaned = self._cleaned
@@ -219,13 +226,48 @@ class RoundsQueue:
                 self.sqs.delete_queue(QueueUrl=url)
 
 
+class AdapterRounds(RoundsQueue):
+    """The same rounds through the SQS adapter: one ``SQSQueue`` per round, one client."""
+
+    def fill(self) -> None:
+        from queue_consumer.adapters.sqs import SQSQueue
+
+        super().fill()
+        self.queues = [
+            SQSQueue(
+                queue_url=url, client=self.sqs, wait_time_seconds=0, visibility_timeout=VISIBILITY
+            )
+            for url in self.urls
+        ]
+        self._rounds: dict[str, int] = {}  # receipt handle -> round
+
+    def _receive(self, index: int) -> list[Any]:
+        messages = self.queues[index].get()
+        for message in messages:
+            self._rounds[message.receipt_handle] = index
+        return messages
+
+    def cleanup(self, messages: list[Any]) -> None:
+        rounds: dict[int, list[Any]] = {}
+        for message in messages:
+            rounds.setdefault(self._rounds.pop(message.receipt_handle), []).append(message)
+        for index, batch in rounds.items():
+            self.queues[index].cleanup(batch)  # raises if a delete failed after retries
+            self._tick(int(m.body) for m in batch)
+
+    def close(self) -> None:
+        for queue in self.queues:
+            queue.close()
+
+
 def trial(spec: dict[str, Any], handler: Any) -> dict[str, Any]:
     """Fill, run ``spec['runner']`` against the rounds, empty the queues, check."""
     from . import _runners
 
     threads = spec["threads"]
     sqs = client(spec["endpoint"], connections=threads + 20)
-    queue = RoundsQueue(sqs, spec["n"], spec["moto_pid"])
+    kind = AdapterRounds if spec.get("adapter") else RoundsQueue
+    queue = kind(sqs, spec["n"], spec["moto_pid"])
     queue.fill()
     try:
         queue.start_clock()
@@ -243,6 +285,7 @@ def trial(spec: dict[str, Any], handler: Any) -> dict[str, Any]:
             problems += _runners.check_statistics(stats, queue.n, duplicates_allowed=True)
         notes = queue.finish()
     finally:
+        queue.close()
         queue.delete_queues()
     notes["moto CPU %"] = round(100 * queue.moto_cpu / seconds)
     return {"ok": not problems, "seconds": seconds, "error": "; ".join(problems), "notes": notes}

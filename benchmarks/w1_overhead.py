@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,8 +10,9 @@ from . import _runners
 from ._harness import Plan, Row, Target
 from ._queues import CountingQueue
 
-HANDLERS = 2  # one per core: a no-op handler gains nothing from more threads
-WORKERS = 1
+TPE_THREADS = 2  # its best on 2 cores: more threads only add GIL hand-overs
+WORKERS, HANDLERS = 1, 4  # one poller keeps up with a no-op handler; 4 slots absorb hand-overs
+CPUS = os.cpu_count() or 1  # the consumer's defaults: max_workers = max_handlers = cpu_count()
 
 
 def noop(messages: Iterator[Any]) -> None:
@@ -22,6 +24,7 @@ def plan(quick: bool) -> Plan:
     n = 50_000 if quick else 200_000
     spec = {"module": "w1_overhead"}
     consumer = f"max_workers={WORKERS}, max_handlers={HANDLERS}"
+    tuned = {**spec, "runner": "consumer", "workers": WORKERS, "handlers": HANDLERS}
     rows = [
         Row(
             "bare",
@@ -33,20 +36,19 @@ def plan(quick: bool) -> Plan:
         Row(
             "tpe",
             "naive ThreadPoolExecutor",
-            f"max_workers={HANDLERS}, 1 submit/message",
+            f"max_workers={TPE_THREADS}, 1 submit/message",
             n,
             {**spec, "runner": "tpe"},
         ),
         Row(
-            "bulk1", "Consumer", f"{consumer}, bulk 1", n, {**spec, "runner": "consumer", "bulk": 1}
-        ),
-        Row(
-            "bulk10",
+            "default",
             "Consumer",
-            f"{consumer}, bulk 10",
+            f"defaults (max_workers=max_handlers={CPUS}), bulk 1",
             n,
-            {**spec, "runner": "consumer", "bulk": 10},
+            {**spec, "runner": "consumer", "workers": CPUS, "handlers": CPUS, "bulk": 1},
         ),
+        Row("bulk1", "Consumer", f"{consumer}, bulk 1", n, {**tuned, "bulk": 1}),
+        Row("bulk10", "Consumer", f"{consumer}, bulk 10", n, {**tuned, "bulk": 10}),
     ]
     return Plan(
         "W1",
@@ -66,13 +68,13 @@ def trial(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["runner"] == "bare":
         seconds = _runners.bare_loop(queue, noop)
     elif spec["runner"] == "tpe":
-        seconds = _runners.naive_executor(queue, noop, spec.get("handlers", HANDLERS))
+        seconds = _runners.naive_executor(queue, noop, TPE_THREADS)
     else:
         seconds, stats = _runners.consumer(
             queue,
             noop,
-            max_workers=spec.get("workers", WORKERS),
-            max_handlers=spec.get("handlers", HANDLERS),
+            max_workers=spec["workers"],
+            max_handlers=spec["handlers"],
             messages_bulk_size=spec["bulk"],
         )
         problems += _runners.check_statistics(stats, queue.n)

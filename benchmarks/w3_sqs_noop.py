@@ -36,13 +36,23 @@ def plan(quick: bool) -> Plan:
             n,
             {**spec, "runner": "consumer", "handlers": SLOTS, "bulk": 10},
         ),
+        Row(
+            "adapter",
+            "Consumer + SQSQueue adapter",
+            f"max_workers={THREADS}, max_handlers={SLOTS}, bulk 10",
+            n,
+            {**spec, "runner": "consumer", "handlers": SLOTS, "bulk": 10, "adapter": True},
+        ),
     ]
     return Plan(
         "W3",
         "W3 SQS (moto server), no-op handler",
         rows,
         references=["bare"],
-        targets=[Target("W3 SQS no-op vs bare boto3 loop", "consumer", "bare", 0.90)],
+        targets=[
+            Target("W3 SQS no-op vs bare boto3 loop", "consumer", "bare", 0.90),
+            Target("W3 SQS no-op, with the SQSQueue adapter", "adapter", "bare", 0.90),
+        ],
         notes=[NOTE],
     )
 

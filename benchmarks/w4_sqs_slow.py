@@ -23,6 +23,7 @@ def slow(messages: Iterator[Any]) -> None:
 def plan(quick: bool) -> Plan:
     n = 300 if quick else 1_000
     spec = {"module": "w4_sqs_slow"}
+    adapter = {**spec, "runner": "consumer", "adapter": True}
     rows = [
         Row(
             "bare",
@@ -39,6 +40,13 @@ def plan(quick: bool) -> Plan:
             {**spec, "runner": "consumer", "threads": SLOTS, "handlers": SLOTS, "bulk": 10},
         ),
         Row(
+            "adapter",
+            "Consumer + SQSQueue adapter",
+            f"max_workers={SLOTS}, max_handlers={SLOTS}, bulk 10",
+            n,
+            {**adapter, "threads": SLOTS, "handlers": SLOTS, "bulk": 10},
+        ),
+        Row(
             "few",
             "Consumer",
             f"max_workers=4, max_handlers={SLOTS}, bulk 1",
@@ -51,7 +59,10 @@ def plan(quick: bool) -> Plan:
         f"W4 SQS (moto server), handler sleeps {SLEEP * 1000:.0f} ms per message, {SLOTS} slots",
         rows,
         references=["bare"],
-        targets=[Target("W4 SQS 20 ms vs bare boto3 loop", "consumer", "bare", 0.90)],
+        targets=[
+            Target("W4 SQS 20 ms vs bare boto3 loop", "consumer", "bare", 0.90),
+            Target("W4 SQS 20 ms, with the SQSQueue adapter", "adapter", "bare", 0.90),
+        ],
         notes=[NOTE],
     )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
+import resource
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -78,7 +80,9 @@ def plan(quick: bool) -> Plan:
         targets=[Target("W5 processes vs threads (bulk 1)", "processes", "threads", 1.6)],
         notes=[
             f"Calibrated: {spec['iterations']:,} loop iterations = {WORK * 1000:.0f} ms on this "
-            "machine. Times include starting the handler processes (forkserver)."
+            "machine. Times include starting the handler processes (forkserver). `cores used`: "
+            "CPU of the runner and its handler processes per second of the run; `other load`: "
+            "the rest of the machine's busy CPU meanwhile (other programs on a shared host)."
         ],
     )
 
@@ -87,12 +91,21 @@ def trial(spec: dict[str, Any]) -> dict[str, Any]:
     queue = CountingQueue(spec["n"])
     handler = functools.partial(burner, iterations=spec["iterations"])
     problems: list[str] = []
+    usage: dict[str, float] = {}
+
+    def measure() -> None:  # before shutdown, while the handler processes still live
+        usage["ours"] = _own_cpu() + sum(_cpu(p.pid) for p in multiprocessing.active_children())
+        usage["machine"] = _machine_busy()
+
+    before = _own_cpu(), _machine_busy()
     if spec["runner"] == "bare":
         seconds = _runners.bare_loop(queue, handler)
+        measure()
     else:
         seconds, stats = _runners.consumer(
             queue,
             handler,
+            drain=measure,
             max_workers=1,
             max_handlers=CPUS,
             messages_bulk_size=spec["bulk"],
@@ -100,4 +113,29 @@ def trial(spec: dict[str, Any]) -> dict[str, Any]:
         )
         problems += _runners.check_statistics(stats, queue.n)
     problems += queue.problems()
-    return {"ok": not problems, "seconds": seconds, "error": "; ".join(problems)}
+    ours = (usage["ours"] - before[0]) / seconds
+    others = (usage["machine"] - before[1]) / seconds - ours
+    notes = {"cores used": round(ours, 2), "other load (cores)": round(max(others, 0), 2)}
+    return {"ok": not problems, "seconds": seconds, "error": "; ".join(problems), "notes": notes}
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu(pid: int | None) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    """CPU seconds all processes of the machine spent busy so far (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
