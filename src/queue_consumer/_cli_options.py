@@ -1,0 +1,230 @@
+"""The `queue-consumer` command line: its parser, option values, `QUEUE_CONSUMER_*` fallbacks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+PROG = "queue-consumer"
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_STUCK = 3  # too many stuck handlers: let the orchestrator restart us
+ENV_PREFIX = "QUEUE_CONSUMER_"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class UsageError(Exception):
+    """A bad command line or environment value: one line on stderr, exit 2."""
+
+
+# --- option values -------------------------------------------------------------------------
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return convert
+
+
+def _float_where(ok: Callable[[float], bool], expected: str, bound: str) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):  # NaN fails every comparison, so it is rejected too
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return convert
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = text.lower()
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return value
+
+    return convert
+
+
+def flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+_seconds = _float_where(lambda value: value >= 0, "seconds", ">= 0 seconds")
+_rate = _float_where(lambda value: 0 <= value <= 1, "a number in [0, 1]", "in [0, 1]")
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions, so main() prints one line, exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+@dataclasses.dataclass(frozen=True)
+class _EnvOption:
+    dest: str
+    convert: Callable[[str], Any]
+    default: Any
+
+
+def _add(
+    parser: argparse._ActionsContainer,
+    *flags: str,
+    convert: Callable[[str], Any] = str,
+    default: Any = None,
+    **kwargs: Any,
+) -> None:
+    """Add an option that falls back to ``QUEUE_CONSUMER_<DEST>``, then to ``default``.
+
+    argparse gets ``None`` as default so that "not given" is visible after parsing.
+    """
+    if kwargs.get("action") == "store_true":
+        action = parser.add_argument(*flags, default=None, **kwargs)
+        convert = flag
+        default = bool(default)
+    else:
+        action = parser.add_argument(*flags, type=convert, default=None, **kwargs)
+    env_options: list[_EnvOption] = parser.get_default("_env_options") or []
+    env_options.append(_EnvOption(action.dest, convert, default))
+    parser.set_defaults(_env_options=env_options)
+    env = ENV_PREFIX + action.dest.upper()
+    if action.help is not None and action.help != argparse.SUPPRESS:
+        shown = "" if default is None or default is False else f" (default: {default})"
+        action.help = f"{action.help}{shown} [env {env}]"
+
+
+def apply_env(args: argparse.Namespace, environ: dict[str, str]) -> None:
+    for option in getattr(args, "_env_options", ()):
+        if getattr(args, option.dest, None) is not None:
+            continue  # the command line wins
+        name = ENV_PREFIX + option.dest.upper()
+        raw = environ.get(name)
+        if raw is None or (raw == "" and option.convert is not flag):
+            setattr(args, option.dest, option.default)
+            continue
+        try:
+            setattr(args, option.dest, option.convert(raw))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"environment variable {name}: {exc}") from None
+
+
+def _common(parser: argparse.ArgumentParser, log_level: str = "info") -> None:
+    group = parser.add_argument_group("output")
+    _add(
+        group,
+        "--log-level",
+        convert=_choice(*LOG_LEVELS),
+        default=log_level,
+        metavar="LEVEL",
+        help=", ".join(LOG_LEVELS),
+    )
+    _add(
+        group,
+        "--log-format",
+        convert=_choice("text", "json"),
+        default="text",
+        metavar="FORMAT",
+        help="text (for people) or json (one object a line, for log collectors)",
+    )
+    _add(group, "--traceback", action="store_true", help="print tracebacks of errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Consume a queue with many threads or processes; only what succeeded "
+        "leaves the queue.",
+        epilog="Exit codes: 0 clean stop, 1 unexpected error, 2 usage or configuration error, "
+        "3 too many stuck handlers. Every option can come from QUEUE_CONSUMER_<OPTION>.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser("run", help="consume a queue until SIGTERM / SIGINT")
+    _add(run, "handler", nargs="?", metavar="MODULE:HANDLER", help="handler, e.g. tasks:handle")
+    _add(run, "--queue", metavar="URL", help="queue URL, e.g. sqlite:///jobs.db?queue=emails")
+    _add(run, "--workers", convert=_positive_int, metavar="N", help="workers polling the queue")
+    _add(run, "--handlers", convert=_positive_int, metavar="N", help="handlers running at once")
+    _add(run, "--bulk-size", convert=_positive_int, metavar="N", help="messages per handler call")
+    _add(run, "--polling-time", convert=_seconds, metavar="S", help="sleep between gets")
+    _add(run, "--processes", action="store_true", help="run handlers in processes, not threads")
+    _add(
+        run,
+        "--initializer",
+        metavar="MODULE:FUNC",
+        help="run once in each handler thread or process",
+    )
+    _add(
+        run,
+        "--handler-timeout",
+        convert=_seconds,
+        metavar="S",
+        help="a handler running longer is stuck",
+    )
+    _add(
+        run,
+        "--max-stuck-handlers",
+        convert=_non_negative_int,
+        metavar="N",
+        help="more stuck handlers: exit 3",
+    )
+    _add(
+        run,
+        "--shutdown-timeout",
+        convert=_seconds,
+        metavar="S",
+        help="longest wait for running handlers on stop",
+    )
+    _common(run)
+
+    send = commands.add_parser("send", help="put messages on a queue")
+    _add(send, "queue", nargs="?", metavar="URL", help="queue URL")
+    send.add_argument("body", nargs="?", metavar="BODY", help="message body; '-' reads stdin lines")
+    send.add_argument("--file", metavar="FILE", help="JSON lines file, one message a line")
+    _common(send)
+
+    stats = commands.add_parser("stats", help="show what the queue holds")
+    _add(stats, "queue", nargs="?", metavar="URL", help="queue URL")
+    _add(stats, "--json", action="store_true", help="print one JSON object")
+    _common(stats)
+
+    redrive = commands.add_parser("redrive", help="send dead letters back to the queue")
+    _add(redrive, "queue", nargs="?", metavar="URL", help="queue URL")
+    redrive.add_argument("--id", action="append", dest="ids", metavar="ID", help="only this one")
+    _common(redrive)
+
+    demo = commands.add_parser("demo", help="consume a local demo queue (takes seconds)")
+    _add(demo, "--queue", metavar="URL", help="queue URL (default: SQLite in a temp dir)")
+    _add(demo, "--messages", convert=_positive_int, default=2000, metavar="N", help="messages")
+    _add(demo, "--fail-rate", convert=_rate, default=0.1, metavar="R", help="share failing once")
+    _add(demo, "--workers", convert=_positive_int, default=2, metavar="N", help="workers")
+    _add(demo, "--handlers", convert=_positive_int, default=4, metavar="N", help="handlers")
+    _add(demo, "--bulk-size", convert=_positive_int, default=10, metavar="N", help="bulk size")
+    _add(demo, "--processes", action="store_true", help="run handlers in processes")
+    _add(demo, "--work-time", convert=_seconds, default=0.002, metavar="S", help="per message")
+    # The demo's failures are on purpose: their warnings would drown the progress line.
+    _common(demo, log_level="error")
+    return parser
