@@ -15,9 +15,10 @@ Each delivery counts one attempt and carries a fresh lease token: ``cleanup`` / 
 / ``release`` act only while the token still matches, so a late handler whose lease
 expired (and whose message went to someone else) cannot delete or move it.
 
-Around this module: ``_sqlite_connections`` (connections, transactions, errors),
-``_sqlite_schema`` (tables, shared statements), ``_sqlite_messages`` (what ``get()``
-returns), ``_sqlite_settings`` (argument and URL checks), ``_sqlite_heartbeat``.
+This module holds the rules (attempts, backoff, dead letters, leases); the SQL is in
+``_sqlite_tables``, connections and error translation in ``_sqlite_connections``, what
+``get()`` returns in ``_sqlite_messages``, argument and URL checks in ``_sqlite_settings``
+and the lease heartbeat in ``_sqlite_heartbeat``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 from queue_consumer.errors import ConfigurationError
 
+from . import _sqlite_tables as tables
 from ._sqlite_connections import Connections, SQLiteQueueError, transaction, use_wal
 from ._sqlite_heartbeat import Heartbeat
 from ._sqlite_messages import (
@@ -41,16 +43,6 @@ from ._sqlite_messages import (
     encode,
     lease_keys,
     message_id,
-)
-from ._sqlite_schema import (
-    ANY_VISIBLE,
-    DELETE_LEASED,
-    LEASE,
-    LEASED_COLUMNS,
-    D,
-    M,
-    bury,
-    create_schema,
 )
 from ._sqlite_settings import (
     check_count,
@@ -156,7 +148,7 @@ class SQLiteQueue:
         try:
             with self._connections.connection("open") as conn:
                 use_wal(conn, self.busy_timeout)
-                create_schema(conn, self._path)
+                tables.create_schema(conn, self._path)
         except BaseException:
             self.close()
             raise
@@ -187,7 +179,7 @@ class SQLiteQueue:
         if not keys:
             return 0
         with self._connections.write("cleanup") as conn:
-            return conn.executemany(DELETE_LEASED, keys).rowcount
+            return tables.delete(conn, keys)
 
     def reject(self, messages: Iterable[SQLiteMessage], *, error: str | None = None) -> int:
         """Retry failed messages after a backoff; dead-letter those out of attempts.
@@ -205,14 +197,11 @@ class SQLiteQueue:
         with self._connections.write("reject") as conn:
             moved = 0
             if retry:
-                moved += conn.executemany(
-                    f"UPDATE {M} SET lease = NULL, visible_at = ?, last_error = ? "
-                    "WHERE id = ? AND lease = ?",
-                    [(now + self.backoff(m.attempts), error, m.id, m.lease) for m in retry],
-                ).rowcount
+                due = [(now + self.backoff(m.attempts), error, m.id, m.lease) for m in retry]
+                moved += tables.retry(conn, due)
             if dead:
                 reason = error or f"rejected {self.max_attempts} times"
-                moved += bury(conn, [(m.id, m.lease) for m in dead], now, reason)
+                moved += tables.bury(conn, [(m.id, m.lease) for m in dead], now, reason)
             return moved
 
     def release(self, messages: Iterable[SQLiteMessage]) -> int:
@@ -221,12 +210,7 @@ class SQLiteQueue:
         if not keys:
             return 0
         with self._connections.write("release") as conn:
-            # Back to their place by age (visible_at = created_at <= now), not to the tail.
-            return conn.executemany(
-                f"UPDATE {M} SET lease = NULL, visible_at = MIN(created_at, ?), "
-                "attempts = MAX(attempts - 1, 0) WHERE id = ? AND lease = ?",
-                [(_now(), message_id, lease) for message_id, lease in keys],
-            ).rowcount
+            return tables.release(conn, keys, _now())
 
     def extend(self, messages: Iterable[SQLiteMessage], timeout: float | None = None) -> int:
         """Lease held messages for ``timeout`` more seconds from now (default
@@ -253,15 +237,7 @@ class SQLiteQueue:
             return []
         now = _now()
         with self._connections.write("put") as conn:
-            ids = []
-            for kind, data in rows:
-                cursor = conn.execute(
-                    f"INSERT INTO {M} (queue, kind, body, visible_at, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (self._queue, kind, data, now + delay, now),
-                )
-                ids.append(int(cursor.lastrowid or 0))
-            return ids
+            return tables.insert(conn, self._queue, rows, now + delay, now)
 
     # -- dead letters and inspection ---------------------------------------------------
 
@@ -273,18 +249,8 @@ class SQLiteQueue:
     def stats(self) -> dict[str, int]:
         """Counts for this queue: ``depth`` (``visible`` + ``delayed``), ``in_flight``
         (leased), ``dead_letters``."""
-        now = _now()
         with self._connections.connection("stats") as conn:
-            visible, delayed, in_flight = conn.execute(
-                "SELECT COALESCE(SUM(visible_at <= :now), 0), "
-                "COALESCE(SUM(visible_at > :now AND lease IS NULL), 0), "
-                "COALESCE(SUM(visible_at > :now AND lease IS NOT NULL), 0) "
-                f"FROM {M} WHERE queue = :queue",
-                {"now": now, "queue": self._queue},
-            ).fetchone()
-            (dead,) = conn.execute(
-                f"SELECT COUNT(*) FROM {D} WHERE queue = ?", (self._queue,)
-            ).fetchone()
+            visible, delayed, in_flight, dead = tables.counts(conn, self._queue, _now())
         return {
             "depth": visible + delayed,
             "visible": visible,
@@ -297,11 +263,7 @@ class SQLiteQueue:
         """The oldest ``limit`` dead letters of this queue."""
         limit = check_count("limit", limit)
         with self._connections.connection("dead_letters") as conn:
-            rows = conn.execute(
-                "SELECT id, kind, body, attempts, last_error, died_at, created_at "
-                f"FROM {D} WHERE queue = ? ORDER BY died_at, id LIMIT ?",
-                (self._queue, limit),
-            ).fetchall()
+            rows = tables.dead_letters(conn, self._queue, limit)
         return [
             DeadLetter(id, decode(kind, body), attempts, error, died, self._queue, created)
             for id, kind, body, attempts, error, died, created in rows
@@ -309,31 +271,15 @@ class SQLiteQueue:
 
     def redrive(self, ids: Iterable[int] | None = None) -> int:
         """Move dead letters (all, or those ``ids``) back to the queue with attempts reset."""
-        now = _now()
-        params: list[tuple[Any, ...]]
-        if ids is None:
-            where, params = "queue = ?", [(self._queue,)]
-        else:
-            where = "queue = ? AND id = ?"
-            params = [(self._queue, message_id(i)) for i in ids]
+        checked_ids = None if ids is None else [message_id(i) for i in ids]
         with self._connections.write("redrive") as conn:
-            moved = conn.executemany(
-                f"INSERT INTO {M} (id, queue, kind, body, attempts, visible_at, created_at, "
-                f"last_error) SELECT id, queue, kind, body, 0, ?, ?, last_error FROM {D} "
-                f"WHERE {where}",
-                [(now, now, *p) for p in params],
-            ).rowcount
-            conn.executemany(f"DELETE FROM {D} WHERE {where}", params)
-            return moved
+            return tables.redrive(conn, self._queue, checked_ids, _now())
 
     def purge(self, *, dead_letters: bool = False) -> int:
         """Delete every message of this queue (leased ones too), and the dead letters if
         asked. Returns how many rows went."""
         with self._connections.write("purge") as conn:
-            gone = conn.execute(f"DELETE FROM {M} WHERE queue = ?", (self._queue,)).rowcount
-            if dead_letters:
-                gone += conn.execute(f"DELETE FROM {D} WHERE queue = ?", (self._queue,)).rowcount
-            return gone
+            return tables.purge(conn, self._queue, dead_letters=dead_letters)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -393,17 +339,8 @@ class SQLiteQueue:
         """Extend leases; return the keys whose lease was already gone."""
         if not keys:
             return []
-        until = _now() + seconds
-        lost = []
         with self._connections.write("extend") as conn:
-            for message_id, lease in keys:
-                cursor = conn.execute(
-                    f"UPDATE {M} SET visible_at = ? WHERE id = ? AND lease = ?",
-                    (until, message_id, lease),
-                )
-                if cursor.rowcount == 0:
-                    lost.append((message_id, lease))
-        return lost
+            return tables.extend(conn, keys, _now() + seconds)
 
     def _lease_batch(self) -> list[SQLiteMessage] | None:
         now = _now()
@@ -417,24 +354,16 @@ class SQLiteQueue:
         }
         with self._connections.connection("get") as conn:
             # A read first: on an empty queue, do not take the write lock producers need.
-            # fetchall: run the statement to its end, so it holds no read snapshot.
-            if not conn.execute(ANY_VISIBLE, (self._queue, now)).fetchall():
+            if not tables.any_visible(conn, self._queue, now):
                 return []
             with transaction(conn):
-                if _HAS_RETURNING:
-                    rows = conn.execute(f"{LEASE} RETURNING {LEASED_COLUMNS}", params).fetchall()
-                else:
-                    conn.execute(LEASE, params)
-                    rows = conn.execute(
-                        f"SELECT {LEASED_COLUMNS} FROM {M} WHERE queue = :queue AND lease = :lease",
-                        params,
-                    ).fetchall()
+                rows = tables.lease(conn, params, returning=_HAS_RETURNING)
                 # A message whose last allowed delivery ended in an expired lease (its
                 # consumer died, maybe because of it) is dead-lettered, not delivered again.
                 spent = [row[0] for row in rows if row[3] > self.max_attempts]
                 if spent:
                     reason = f"lease expired on all {self.max_attempts} attempts"
-                    bury(conn, [(i, lease) for i in spent], now, reason)
+                    tables.bury(conn, [(i, lease) for i in spent], now, reason)
         rows.sort(key=lambda row: row[0])
         messages = [
             SQLiteMessage(id, decode(kind, body), attempts, lease, self._queue, created)
