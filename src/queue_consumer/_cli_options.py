@@ -118,6 +118,7 @@ def _add(
 
 
 def apply_env(args: argparse.Namespace, environ: dict[str, str]) -> None:
+    """Fill options missing from the command line from ``QUEUE_CONSUMER_*``, else defaults."""
     for option in getattr(args, "_env_options", ()):
         if getattr(args, option.dest, None) is not None:
             continue  # the command line wins
