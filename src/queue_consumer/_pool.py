@@ -270,13 +270,6 @@ class HandlerPool:
         self.tasks.put(task)
 
     def close(self) -> None:
-        """Let the slots finish what they run, then exit (see ``join``)."""
+        """Let the slots finish what they run, then exit."""
         for _ in self.slots:
             self.tasks.put(None)
-
-    def join(self, deadline: float | None) -> bool:
-        """Wait for every slot thread until ``deadline`` (monotonic); True if all ended."""
-        for slot in self.slots:
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
-            slot.thread.join(timeout)
-        return not any(slot.thread.is_alive() for slot in self.slots)
