@@ -100,6 +100,7 @@ class Consumer:
         self._wake = threading.Event()  # blocking supervise: a signal arrived
         self._signals = 0
         self._fatal: BaseException | None = None
+        self._supervising = threading.Lock()
         self._slots = SlotCounter(max_handlers)
         self._pool: HandlerPool | None = None
         self._workers: list[threading.Thread] = []
@@ -273,8 +274,11 @@ class Consumer:
 
     def _check(self) -> None:
         """One supervision round: revive dead workers, handle stuck handlers."""
-        if self._state is not State.RUNNING:
-            return
+        with self._supervising:  # one round at a time, however many supervise() calls
+            if self._state is State.RUNNING:
+                self._check_once()
+
+    def _check_once(self) -> None:
         for index, thread in enumerate(self._workers):
             if not thread.is_alive() and not self._stop.is_set():
                 log.error("worker %s was dead; starting it again", thread.name)
