@@ -63,7 +63,8 @@ def plan(quick: bool) -> Plan:
             Target("W4 SQS 20 ms vs bare boto3 loop", "consumer", "bare", 0.90),
             Target("W4 SQS 20 ms, with the SQSQueue adapter", "adapter", "bare", 0.90),
         ],
-        notes=[NOTE],
+        notes=[NOTE, "moto is the bottleneck here and its speed varies from run to run: 5 runs."],
+        runs=5,
     )
 
 
