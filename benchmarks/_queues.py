@@ -30,6 +30,11 @@ class CountingQueue:
             end = self._next = min(start + self.batch, self.n)
         return list(range(start, end))
 
+    @property
+    def exhausted(self) -> bool:
+        """Every message was handed out by ``get()``."""
+        return self._next >= self.n
+
     def cleanup(self, messages: list[int]) -> None:
         cleaned = self._cleaned
         with self._lock:

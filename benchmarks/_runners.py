@@ -20,15 +20,30 @@ Handler = Callable[[Iterator[Any]], object]
 Drain = Callable[[], None]
 
 TIMEOUT = 600.0  # a run that has not finished by then has lost messages
+STALL = 3.0  # seconds a consumer may sit idle short of the n-th cleanup before it failed
 
 
 class RunFailed(Exception):
     pass
 
 
-def _wait_done(queue: Any) -> None:
-    if not queue.done.wait(TIMEOUT):
-        raise RunFailed(f"not all messages were cleaned up within {TIMEOUT:.0f}s")
+def _wait_done(queue: Any, idle: Callable[[], bool] | None = None) -> None:
+    """Wait for the n-th cleanup; fail fast once ``idle`` holds for a while without it."""
+    deadline = time.monotonic() + TIMEOUT
+    idle_since = None
+    while not queue.done.wait(0.25):
+        now = time.monotonic()
+        if idle is not None and idle():
+            idle_since = idle_since or now
+            if now - idle_since > STALL:
+                raise RunFailed(
+                    "stalled: the queue is exhausted, nothing is in flight, "
+                    "and not every message was cleaned up"
+                )
+        else:
+            idle_since = None
+        if now > deadline:
+            raise RunFailed(f"not all messages were cleaned up within {TIMEOUT:.0f}s")
 
 
 def bare_loop(queue: Any, handler: Handler, threads: int = 1, drain: Drain | None = None) -> float:
@@ -90,8 +105,12 @@ def consumer(
     instance = Consumer(queue, handler, **options)
     started = time.perf_counter()
     instance.start()
+
+    def idle() -> bool:  # every message fetched and settled, yet not all cleaned up
+        return bool(queue.exhausted) and instance.statistics().in_flight == 0
+
     try:
-        _wait_done(queue)
+        _wait_done(queue, idle)
         if drain is not None:
             drain()
     finally:

@@ -142,6 +142,11 @@ class RoundsQueue:
             if messages:
                 return messages
 
+    @property
+    def exhausted(self) -> bool:
+        """Every round was received (a message moto brings back later is not fetched again)."""
+        return self._cursor >= len(self.urls)
+
     def _receive(self, index: int) -> list[Any]:
         messages: list[dict[str, Any]] = self.sqs.receive_message(
             QueueUrl=self.urls[index], MaxNumberOfMessages=10, WaitTimeSeconds=0
