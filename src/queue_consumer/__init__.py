@@ -9,6 +9,7 @@ from ._hooks import ConsumerHooks
 from ._memory import MemoryMessage, MemoryQueue
 from ._protocols import Handler, Queue
 from ._statistics import Statistics
+from ._urls import open_queue, register_scheme
 from .errors import (
     ConfigurationError,
     ConsumerStateError,
@@ -33,6 +34,8 @@ __all__ = [
     "State",
     "Statistics",
     "StuckHandlersError",
+    "open_queue",
+    "register_scheme",
 ]
 
 __version__ = "0.1.0"
