@@ -78,8 +78,7 @@ class ProcessRunner:
         try:
             payload = pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # the parent keeps the messages: they fail, nothing hangs
-            error = f"messages could not be pickled for the handler process: {exc!r}"
-            return Outcome(0, None, error)
+            return self._run_without_unpicklable(chunk, exc)
         error = ""
         for _ in range(2):  # a child that died idle never saw the chunk: a new one gets it
             conn = self._connection()
@@ -96,6 +95,29 @@ class ProcessRunner:
             return Outcome(0, None, self._died(exc))
         assert isinstance(result, Outcome)
         return result
+
+    def _run_without_unpicklable(self, chunk: list[Any], exc: Exception) -> Outcome:
+        """Fail only the messages that do not pickle; the handler gets the others.
+
+        Otherwise one bad message would fail its innocent neighbours on every delivery,
+        until a dead-letter policy took them all.
+        """
+        error = f"messages could not be pickled for the handler process: {exc!r}"
+        bad = []
+        for index, message in enumerate(chunk):
+            try:
+                pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                bad.append(index)
+        good = [i for i in range(len(chunk)) if i not in bad]
+        if not bad or not good:  # only the chunk as a whole fails (or all of it): fail it all
+            return Outcome(0, None, error)
+        outcome = self.run([chunk[i] for i in good])
+        _, failed_good = outcome.split(good)
+        failed = tuple(sorted(bad + failed_good))
+        if outcome.error is not None:
+            error = f"{error}\n{outcome.error}"
+        return Outcome(0, failed, error)
 
     def _connection(self) -> multiprocessing.connection.Connection:
         """The pipe to the child, starting a child if there is none."""

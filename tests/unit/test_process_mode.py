@@ -381,3 +381,30 @@ def test_shutdown_joins_every_child(tmp_path: Any) -> None:
 
     assert_gone(children)
     assert not [p for p in multiprocessing.active_children() if p.name == "queue_consumer-handler"]
+
+
+def test_in_a_bulk_chunk_only_the_unpicklable_message_fails() -> None:
+    queue = RecordingQueue(reject_delay=600)  # nothing comes back: one delivery each
+    queue.put_many(["ok0", threading.Lock(), "fail2", "ok3"])
+    consumer = process_consumer(queue, core_handlers.fail_on_body, messages_bulk_size=4)
+    with consumer:
+        wait_until(lambda: consumer.statistics().in_flight == 0 and queue.deleted, DEADLINE)
+    stats = consumer.statistics()
+    # The handler got ok0, fail2, ok3: it failed at fail2, so fail2 and ok3 failed with the lock.
+    assert sorted(queue.cleaned) == ["ok0"]
+    assert sum(queue.rejected.values()) == 3 and queue.rejected["fail2"] == 1
+    assert (stats.succeeded, stats.failed) == (1, 3)
+    assert "could not be pickled" in (stats.last_error or "")
+    assert "cannot handle fail2" in (stats.last_error or "")
+
+
+def test_an_unpicklable_message_does_not_fail_its_neighbours() -> None:
+    queue = RecordingQueue(reject_delay=600)
+    lock = threading.Lock()
+    queue.put_many(["ok0", lock, "ok2", "ok3"])
+    consumer = process_consumer(queue, core_handlers.noop, messages_bulk_size=4)
+    with consumer:
+        wait_until(lambda: queue.deleted == 3, DEADLINE)
+        wait_until(lambda: consumer.statistics().in_flight == 0, DEADLINE)
+    assert sorted(queue.cleaned) == ["ok0", "ok2", "ok3"]
+    assert queue.rejected == {lock: 1}
