@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 
+_CHATTY_LIBRARIES = ("botocore", "boto3", "urllib3")
+
+
 def _setup_logging(level: str, fmt: str) -> Callable[[], None]:
     """Send every log record to stderr; returns the undo (main() may run in-process)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -59,11 +62,19 @@ def _setup_logging(level: str, fmt: str) -> Callable[[], None]:
     previous = root.level
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Client libraries say at INFO where they found credentials, on every command: only
+    # their warnings show, unless --log-level debug asks for everything.
+    chatty = {logger: logger.level for logger in map(logging.getLogger, _CHATTY_LIBRARIES)}
+    if root.level > logging.DEBUG:
+        for logger in chatty:
+            logger.setLevel(max(root.level, logging.WARNING))
 
     def undo() -> None:
         handler.flush()
         root.removeHandler(handler)
         root.setLevel(previous)
+        for logger, chatty_level in chatty.items():
+            logger.setLevel(chatty_level)
 
     return undo
 
