@@ -36,6 +36,8 @@ log = logging.getLogger("queue_consumer.pool")
 
 Task = Callable[["HandlerSlot"], None]
 
+_START_BACKOFF = (0.5, 10.0)  # seconds before restarting a child that failed to start; doubles
+
 
 class ThreadRunner:
     """Runs the handler in the slot's own thread."""
@@ -70,6 +72,7 @@ class ProcessRunner:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._kill_reason: str | None = None
+        self._failed_starts = 0  # children in a row whose start failed
         #: When the child became ready (monotonic; inf while it starts). Handler time
         #: counts from here: a slow start (pool_initializer) is not a stuck handler.
         self.ready_at = 0.0
@@ -124,7 +127,18 @@ class ProcessRunner:
         if self._process is not None and self._conn is not None:
             return self._conn
         self.ready_at = math.inf
-        conn = self._start()
+        if self._failed_starts:
+            # The last child could not start (its pool_initializer failed): wait before the
+            # next, holding the slot, so a broken initializer does not spin up a child for
+            # every message; back-pressure meanwhile keeps the workers from fetching.
+            first, longest = _START_BACKOFF
+            time.sleep(min(first * 2 ** (self._failed_starts - 1), longest))
+        try:
+            conn = self._start()
+        except HandlerProcessError:
+            self._failed_starts += 1
+            raise
+        self._failed_starts = 0
         self.ready_at = time.monotonic()
         return conn
 

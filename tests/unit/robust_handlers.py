@@ -183,3 +183,9 @@ def traced_sleep(path: str, seconds: float, messages: Iterator[Any]) -> None:
         trace(path, f"start {message.body}")
         time.sleep(seconds)
         trace(path, f"end {message.body}")
+
+
+def record_init_and_fail(path: str) -> None:
+    """A pool_initializer that notes when it ran (wall clock), then fails."""
+    trace(path, f"init {os.getpid()} {time.time()}")
+    raise RuntimeError("initializer exploded")

@@ -408,3 +408,22 @@ def test_an_unpicklable_message_does_not_fail_its_neighbours() -> None:
         wait_until(lambda: consumer.statistics().in_flight == 0, DEADLINE)
     assert sorted(queue.cleaned) == ["ok0", "ok2", "ok3"]
     assert queue.rejected == {lock: 1}
+
+
+def test_a_failing_initializer_backs_off_instead_of_spinning_children(tmp_path: Any) -> None:
+    path = str(tmp_path / "trace")
+    queue = RecordingQueue(reject_delay=0)  # failed messages come straight back
+    queue.put_many(range(3))
+    consumer = process_consumer(
+        queue,
+        core_handlers.noop,
+        max_handlers=1,
+        pool_initializer=functools.partial(robust_handlers.record_init_and_fail, path),
+    )
+    with consumer:
+        wait_until(lambda: len(pids_in(path, "init")) >= 3, timeout=DEADLINE)
+    starts = [float(words[2]) for words in read_trace(path) if words[0] == "init"]
+    # Lower bounds only: a loaded machine makes the gaps longer, never shorter.
+    assert starts[1] - starts[0] >= 0.45
+    assert starts[2] - starts[1] >= 0.95
+    assert queue.deleted == 0 and len(queue) == 3  # nothing lost meanwhile
