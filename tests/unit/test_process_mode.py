@@ -32,6 +32,12 @@ def process_consumer(queue: Any, handler: Any, **kwargs: Any) -> Consumer:
     return Consumer(queue, handler, with_thread_executor=False, **kwargs)
 
 
+def traced_consumer(queue: Any, path: str, **kwargs: Any) -> Consumer:
+    """A process-mode consumer whose initializer and handler write their pid to ``path``."""
+    kwargs.setdefault("pool_initializer", functools.partial(robust_handlers.record_init, path))
+    return process_consumer(queue, functools.partial(robust_handlers.record_pid, path), **kwargs)
+
+
 def pids_in(path: str, event: str) -> list[int]:
     return [int(words[1]) for words in read_trace(path) if words[0] == event]
 
@@ -58,11 +64,10 @@ def test_initializer_runs_once_in_each_child_and_handlers_run_there(
     path = str(tmp_path / "trace")
     queue = MemoryQueue()
     queue.put_many(range(40))
-    consumer = process_consumer(
+    consumer = traced_consumer(
         queue,
-        functools.partial(robust_handlers.record_pid, path),
+        path,
         max_handlers=2,
-        pool_initializer=functools.partial(robust_handlers.record_init, path),
         mp_context=mp_context,
     )
     with consumer:
@@ -158,11 +163,10 @@ def test_message_that_will_not_unpickle_in_the_child_fails_and_the_child_goes_on
     path = str(tmp_path / "trace")
     queue = RecordingQueue(reject_delay=0.2)
     queue.put_many([0, robust_handlers.PicklesButWontUnpickle(), 2, 3])
-    consumer = process_consumer(
+    consumer = traced_consumer(
         queue,
-        functools.partial(robust_handlers.record_pid, path),
+        path,
         max_handlers=1,
-        pool_initializer=functools.partial(robust_handlers.record_init, path),
     )
     with consumer:
         wait_until(lambda: queue.deleted == 3, timeout=DEADLINE)
@@ -219,11 +223,10 @@ def test_child_killed_between_chunks_fails_nothing(tmp_path: Any) -> None:
     path = str(tmp_path / "trace")
     queue = RecordingQueue()
     queue.put("first")
-    consumer = process_consumer(
+    consumer = traced_consumer(
         queue,
-        functools.partial(robust_handlers.record_pid, path),
+        path,
         max_handlers=1,
-        pool_initializer=functools.partial(robust_handlers.record_init, path),
     )
     with consumer:
         wait_until(lambda: queue.deleted == 1, timeout=DEADLINE)
@@ -363,11 +366,10 @@ def test_shutdown_joins_every_child(tmp_path: Any) -> None:
     path = str(tmp_path / "trace")
     queue = MemoryQueue()
     queue.put_many(range(30))
-    consumer = process_consumer(
+    consumer = traced_consumer(
         queue,
-        functools.partial(robust_handlers.record_pid, path),
+        path,
         max_handlers=3,
-        pool_initializer=functools.partial(robust_handlers.record_init, path),
     )
     consumer.start()
     try:
