@@ -11,7 +11,9 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     [
+        "queue_consumer._checks",
         "queue_consumer._consumer",
+        "queue_consumer.adapters._options",
         "queue_consumer._memory",
         "queue_consumer._hooks",
         "queue_consumer.testing",
