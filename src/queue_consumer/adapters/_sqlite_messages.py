@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Body type tags, so a body comes back as the type it was put as.
-_STR, _BYTES, _JSON = "s", "b", "j"
+from ._bodies import decode, encode
+
+__all__ = ["DeadLetter", "SQLiteMessage", "checked", "decode", "encode", "lease_keys", "message_id"]
 
 
 @dataclass(frozen=True)
@@ -41,25 +41,6 @@ class DeadLetter:
     died_at: float
     queue: str = "default"
     created_at: float = 0.0
-
-
-def encode(body: Any) -> tuple[str, str | bytes]:
-    if isinstance(body, str):
-        return _STR, str(body)
-    if isinstance(body, bytes):
-        return _BYTES, bytes(body)
-    try:
-        return _JSON, json.dumps(body, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"cannot put a body of type {type(body).__name__}: "
-            f"use str, bytes or a JSON-serialisable value ({exc})"
-        ) from exc
-
-
-def decode(kind: str, data: str | bytes) -> Any:
-    # str and bytes come back from SQLite as they went in (the body column has no affinity).
-    return json.loads(data) if kind == _JSON else data
 
 
 def checked(messages: Iterable[SQLiteMessage]) -> list[SQLiteMessage]:
