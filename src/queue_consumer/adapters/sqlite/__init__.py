@@ -46,9 +46,7 @@ from ._messages import (
     message_id,
 )
 from ._settings import (
-    check_count,
     check_path,
-    check_seconds,
     check_synchronous,
     parse_url,
 )
@@ -118,19 +116,19 @@ class SQLiteQueue:
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
         self._queue = queue
-        self.visibility_timeout = check_seconds(
+        self.visibility_timeout = checks.seconds(
             "visibility_timeout", visibility_timeout, positive=True
         )
-        self.max_messages = check_count("max_messages", max_messages)
-        self.max_attempts = check_count("max_attempts", max_attempts)
-        self.retry_delay = check_seconds("retry_delay", retry_delay)
-        self.max_retry_delay = check_seconds("max_retry_delay", max_retry_delay)
+        self.max_messages = checks.count("max_messages", max_messages)
+        self.max_attempts = checks.count("max_attempts", max_attempts)
+        self.retry_delay = checks.seconds("retry_delay", retry_delay)
+        self.max_retry_delay = checks.seconds("max_retry_delay", max_retry_delay)
         if self.max_retry_delay < self.retry_delay:
             raise ConfigurationError(
                 f"max_retry_delay ({max_retry_delay!r}) must be >= retry_delay ({retry_delay!r})"
             )
-        self.wait_time = check_seconds("wait_time", wait_time)
-        self.busy_timeout = check_seconds("busy_timeout", busy_timeout)
+        self.wait_time = checks.seconds("wait_time", wait_time)
+        self.busy_timeout = checks.seconds("busy_timeout", busy_timeout)
         self.synchronous = check_synchronous(synchronous)
         self.heartbeat = checks.flag("heartbeat", heartbeat)
         # Extend a lease once it is half gone; a fast handler costs nothing.
@@ -222,7 +220,7 @@ class SQLiteQueue:
         still leased. ``heartbeat=True`` does this by itself for every message ``get()``
         returned until it is settled."""
         seconds = self.visibility_timeout if timeout is None else timeout
-        seconds = check_seconds("timeout", seconds, positive=True)
+        seconds = checks.seconds("timeout", seconds, positive=True)
         keys = lease_keys(messages)
         return len(keys) - len(self._extend(keys, seconds))
 
@@ -234,7 +232,7 @@ class SQLiteQueue:
 
     def put_many(self, bodies: Iterable[Any], *, delay: float = 0.0) -> list[int]:
         """Add messages in one transaction; returns their ids in order."""
-        delay = check_seconds("delay", delay)
+        delay = checks.seconds("delay", delay)
         # Encode everything first: a bad body must not leave half a batch behind.
         rows = [encode(body) for body in bodies]
         if not rows:
@@ -265,7 +263,7 @@ class SQLiteQueue:
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of this queue."""
-        limit = check_count("limit", limit)
+        limit = checks.count("limit", limit)
         with self._connections.connection("dead_letters") as conn:
             rows = tables.dead_letters(conn, self._queue, limit)
         return [
