@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -106,10 +107,21 @@ class SQSQueue:
         max_receive_count: int | None = None,
         dead_letter_queue: str | None = None,
         retry_mode: str = "standard",
-        max_attempts: int = 5,
+        request_attempts: int = 5,
         settle_attempts: int = 3,
         max_pool_connections: int = 50,
+        max_attempts: int | None = None,
     ) -> None:
+        if max_attempts is not None:
+            # On sqlite:// (and every broker adapter) max_attempts counts deliveries; here it
+            # counted botocore's attempts per request. The old name keeps working for now.
+            warnings.warn(
+                "SQSQueue(max_attempts=...) is botocore's attempts per request: it is renamed "
+                "request_attempts (max_attempts means deliveries on every other queue)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            request_attempts = max_attempts
         validate(locals())
         self.wait_time_seconds = wait_time_seconds
         self.max_messages = max_messages
@@ -119,7 +131,7 @@ class SQSQueue:
         self.attribute_names = with_needed(attribute_names)
         self.message_attribute_names = list(message_attribute_names)
         if client is None:
-            retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
+            retries: Any = {"mode": retry_mode, "max_attempts": request_attempts}
             config = Config(
                 retries=retries,
                 # Longer than a long poll, or every empty poll would end in a timeout.
