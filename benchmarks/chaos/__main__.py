@@ -12,6 +12,7 @@ import platform
 import shlex
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -205,15 +206,19 @@ def report(
     lines = [
         "# Reliability under faults",
         "",
-        "Every row: a fresh queue, M messages with unique ids, N consumer processes of",
-        "`python -m queue_consumer run benchmarks.chaos._handler:handle` (2 workers,",
-        "2 handlers, bulk 1, a 0.1 s handler, 3 s leases, 3 attempts), the fault on a",
-        "schedule (at shares of the messages handled), then one check: every message",
-        "handled at least once or dead-lettered by design. **lost** counts messages that were neither. A duplicate",
-        "is a second successful handling; its cause is the fault around its first handling",
-        "(a consumer killed between handling and settling, a settle lost with a connection).",
-        "Time to recover: from the end of the fault to the next successful handling (of the",
-        "cut-off host's consumer for host-partition; the worst of the fault's repetitions).",
+        *textwrap.wrap(
+            "Every row: a fresh queue, M messages with unique ids, N consumer processes of "
+            "`python -m queue_consumer run benchmarks.chaos._handler:handle` (2 workers, "
+            "2 handlers, bulk 1, a 0.1 s handler, 3 s leases, 3 attempts), the fault on a "
+            "schedule (at shares of the messages handled), then one check: every message "
+            "handled at least once or dead-lettered by design. **lost** counts messages "
+            "that were neither. A duplicate is a second successful handling; its cause is "
+            "the fault around its first handling (a consumer killed between handling and "
+            "settling, a settle lost with a connection). Time to recover: from the end of "
+            "the fault to the next successful handling (by the cut-off host's consumer for "
+            "host-partition; the worst of the fault's repetitions).",
+            88,
+        ),
         "",
         f"- command: `{command}` ({seconds:.0f} s)",
         f"- machine: {os.cpu_count()} CPUs, {platform.platform()}, Python "
