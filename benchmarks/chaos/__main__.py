@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import platform
 import shlex
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=None, help="Markdown file (default docs/RELIABILITY.md; '-' for none)"
     )
+    parser.add_argument("--workdir", default=None, help="keep logs and records here")
     args = parser.parse_args(argv)
     messages = args.messages or (200 if args.quick else 400)
     consumers = args.consumers or (2 if args.quick else 3)
@@ -112,13 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.chaos " + shlex.join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out) if args.out else ROOT / "docs" / "RELIABILITY.md"
 
+    # The harness's own queue objects (fill, stats, dead letters) log reconnects: quiet.
+    logging.getLogger("queue_consumer").setLevel(logging.ERROR)
+
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
     results: list[Result] = []
     scaled: list[tuple[str, dict[int, float], str]] = []
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+    workdir = contextlib.nullcontext(args.workdir) if args.workdir else None
+    with workdir or tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         os.chmod(tmp, 0o755)
         for name in args.queues:
             kind = KINDS[name]

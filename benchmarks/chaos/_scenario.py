@@ -409,7 +409,30 @@ def _run(
         span = max(stamps) - max(min(stamps), wall0)
         result.throughput = len(records.rows) / span if span > 0 else 0.0
     result.notes.append(f"left: {target.depth()}")
+    evidence = _evidence(directory)
+    if evidence:
+        result.notes.append(f"consumer logs: {evidence}")
     return result
+
+
+#: What the consumers' logs say the faults did (proof that they happened).
+SIGNS = {
+    "handler failed": "handler failures",
+    "(handler_timeout)": "children killed at the timeout",
+    "handler process died": "children died",
+    "MemoryError": "MemoryError",
+    "Traceback": "tracebacks",
+}
+
+
+def _evidence(directory: Path) -> str:
+    counts = dict.fromkeys(SIGNS.values(), 0)
+    for path in directory.glob("consumer-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            for sign, label in SIGNS.items():
+                if sign in line:
+                    counts[label] += 1
+    return ", ".join(f"{n} {label}" for label, n in counts.items() if n)
 
 
 def _kill_children(directory: Path, consumers: set[int]) -> list[int]:
