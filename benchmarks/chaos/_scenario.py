@@ -417,7 +417,7 @@ def _run(
 
 #: What the consumers' logs say the faults did (proof that they happened).
 SIGNS = {
-    "handler failed": "handler failures",
+    "handler failed": "failure warnings (one per cause a minute)",
     "(handler_timeout)": "children killed at the timeout",
     "handler process died": "children died",
     "MemoryError": "MemoryError",
