@@ -335,7 +335,11 @@ class Consumer:
             )
             self._counters.error(str(error))
             self._fatal = error
-            self.shutdown(timeout=0)
+            # Handlers that are not stuck get to finish and settle (bounded: past
+            # handler_timeout they would be stuck too). Releasing their messages at once
+            # would hand them to another consumer while they are still being handled.
+            grace = self._config.shutdown_timeout
+            self.shutdown(timeout=handler_timeout if grace is None else min(grace, handler_timeout))
             raise error
 
     def _supervise_in_background(self, polling_time: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import core_handlers
@@ -127,5 +128,39 @@ def test_background_supervise_stops_the_consumer_and_join_raises() -> None:
     try:
         with pytest.raises(StuckHandlersError):
             consumer.join(timeout=30)
+    finally:
+        gate.set()
+
+
+def test_stuck_handlers_exit_lets_healthy_running_handlers_finish_and_settle() -> None:
+    # Found by the chaos suite (stuck-threads): the exit for stuck handlers shut down with
+    # timeout=0, so a healthy handler running at that moment had its message released while
+    # it was still being handled; another consumer got it at once (a concurrent duplicate).
+    gate = threading.Event()
+    queue = RecordingQueue(max_messages=1)
+    queue.put("stuck")
+    consumer: Consumer[MemoryMessage]
+
+    def handler(messages: Iterator[MemoryMessage]) -> None:
+        for message in messages:
+            if message.body == "stuck":
+                gate.wait(30)
+            else:  # still running when the stuck one is found, done well within the timeout
+                wait_until(lambda: consumer.statistics().handlers_stuck >= 1, timeout=10)
+                gate.wait(0.1)
+
+    consumer = Consumer(
+        queue, handler, max_workers=1, max_handlers=2, handler_timeout=0.5, max_stuck_handlers=0
+    )
+    consumer.start()
+    try:
+        wait_until(lambda: consumer.statistics().started == 1)
+        started = time.monotonic()  # the healthy one starts well after the stuck one
+        wait_until(lambda: time.monotonic() - started > 0.25)
+        queue.put("healthy")
+        with pytest.raises(StuckHandlersError):
+            consumer.supervise(blocking=True, polling_time=0.05)
+        assert queue.cleaned == {"healthy": 1} and not queue.released
+        assert queue.rejected == {"stuck": 1}
     finally:
         gate.set()
