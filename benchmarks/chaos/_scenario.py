@@ -63,6 +63,13 @@ FAULTS: dict[str, Fault] = {
             env={"CHAOS_HANG": "30"},
             extra=("--handler-timeout", "2", "--max-stuck-handlers", "1000"),
         ),
+        Fault(
+            "stuck-threads",
+            "3% hang 30 s in threads: --max-stuck-handlers 0 exits 3, the harness restarts",
+            kinds={"hang1": 0.03},
+            env={"CHAOS_HANG": "30"},
+            extra=("--handler-timeout", "2", "--max-stuck-handlers", "0"),
+        ),
         Fault("handler-exit", "3% os._exit(3) in the handler child", True, kinds={"exit1": 0.03}),
         Fault(
             "handler-memory",
@@ -374,7 +381,10 @@ def _run(
         for index, consumer in enumerate(pool):
             code = consumer.process.poll()
             if code is not None and not consumer.planned:  # the orchestrator restarts it
+                consumer.planned = True
                 restarts.append(f"pid {consumer.pid} exited {code}")
+                stamp = time.time()
+                events.append(Event(f"exit {code}", stamp - 0.5, stamp, "", killed=(consumer.pid,)))
                 pool[index] = spawn(consumer.index)
                 everyone.append(pool[index])
         time.sleep(0.2)
@@ -384,7 +394,10 @@ def _run(
     if bad:
         result.notes.append(f"consumers exited {', '.join(bad)} on SIGTERM")
     if restarts:
-        result.notes.append(f"restarted: {'; '.join(restarts)}")
+        shown = "; ".join(restarts[:3]) + (
+            f"; {len(restarts) - 3} more" if len(restarts) > 3 else ""
+        )
+        result.notes.append(f"{len(restarts)} restarted after exiting: {shown}")
     records.poll()
     dead_ids = {body.split(":")[1] for body in target.dead_letters() if body.startswith(target.tag)}
     handled = {row[0] for row in records.rows}
