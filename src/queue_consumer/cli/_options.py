@@ -218,7 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(redrive)
 
     demo = commands.add_parser("demo", help="consume a local demo queue (takes seconds)")
-    _add(demo, "--queue", metavar="URL", help="queue URL (default: SQLite in a temp dir)")
+    # Never from QUEUE_CONSUMER_QUEUE: in a worker's environment that is the real queue.
+    demo.add_argument(
+        "--queue",
+        metavar="URL",
+        help="an EMPTY queue to use (default: SQLite in a temp dir); never read from "
+        f"{ENV_PREFIX}QUEUE; a queue that holds messages is refused",
+    )
     _add(demo, "--messages", convert=_positive_int, default=2000, metavar="N", help="messages")
     _add(demo, "--fail-rate", convert=_rate, default=0.1, metavar="R", help="share failing once")
     _add(demo, "--workers", convert=_positive_int, default=2, metavar="N", help="workers")
