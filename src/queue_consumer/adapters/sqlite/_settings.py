@@ -86,7 +86,16 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
 
 
 def _flag(text: str) -> bool:
-    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    value = {
+        "1": True,
+        "true": True,
+        "yes": True,
+        "on": True,
+        "0": False,
+        "false": False,
+        "no": False,
+        "off": False,
+    }
     if text.lower() not in value:
         raise ValueError(text)
     return value[text.lower()]
@@ -103,4 +112,5 @@ _URL_PARAMETERS: dict[str, Any] = {
     "busy_timeout": float,
     "synchronous": str,
     "heartbeat": _flag,
+    "create": _flag,
 }
