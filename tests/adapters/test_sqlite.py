@@ -429,7 +429,7 @@ def test_the_heartbeat_is_on_by_default(db: Path) -> None:
 
 def test_create_false_opens_an_existing_queue_file_only(tmp_path: Path) -> None:
     typo = tmp_path / "jbos.db"
-    with pytest.raises(ConfigurationError, match="no SQLite queue file at .*jbos.db"):
+    with pytest.raises(ConfigurationError, match=r"no SQLite queue file at .*jbos\.db"):
         SQLiteQueue(typo, create=False)
     with pytest.raises(ConfigurationError, match="no SQLite queue file"):
         from_url(f"sqlite:///{typo}?create=0")

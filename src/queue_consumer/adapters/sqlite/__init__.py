@@ -127,8 +127,8 @@ class SQLiteQueue:
         create = checks.flag("create", create)
         if not create and not os.path.isfile(self._path):
             raise ConfigurationError(
-                f"no SQLite queue file at {self._path!r} (create=False opens an existing "
-                "file only: is the path mistyped?)"
+                f"no SQLite queue file at {self._path!r}: is the path mistyped? (create=False "
+                "opens an existing queue only)"
             )
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")

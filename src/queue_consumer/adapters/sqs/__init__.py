@@ -56,6 +56,7 @@ from ._url import parse_url
 try:
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 except ModuleNotFoundError as exc:  # pragma: no cover - the [sqs] extra is installed in dev
     raise ModuleNotFoundError(
         "the SQS adapter needs boto3: pip install queue-consumer[sqs]", name=exc.name
@@ -73,6 +74,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("queue_consumer.adapters.sqs")
+
+_NO_CREDENTIALS = (
+    "no AWS credentials for SQS: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
+    "(AWS_PROFILE, ~/.aws), or run with an instance or pod role"
+)
 
 
 class SQSQueue:
@@ -127,22 +133,33 @@ class SQSQueue:
                 max_pool_connections=max_pool_connections,
             )
             session = session or boto3.session.Session()
-            client = session.client(
-                "sqs", region_name=region_name, endpoint_url=endpoint_url, config=config
-            )
+            try:
+                client = session.client(
+                    "sqs", region_name=region_name, endpoint_url=endpoint_url, config=config
+                )
+            except NoRegionError:
+                raise ConfigurationError(
+                    "no AWS region for SQS: set AWS_REGION (or AWS_DEFAULT_REGION, a profile's "
+                    "region), region= in the URL, or region_name="
+                ) from None
+            if session.get_credentials() is None:
+                raise ConfigurationError(_NO_CREDENTIALS)
         self.client = client
-        self.queue_url = queue_url or self._url_of(queue_name or "")
-        self.queue_name = self.queue_url.rstrip("/").rsplit("/", 1)[-1]
-        self.fifo = self.queue_name.endswith(".fifo")
-        self.dead_letter_queue_url = (
-            None if dead_letter_queue is None else self._url_of(dead_letter_queue)
-        )
-        self.visibility_timeout = visibility_timeout
-        if visibility_timeout is None and heartbeat:
-            attributes = self.client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
-            )["Attributes"]
-            visibility_timeout = int(attributes["VisibilityTimeout"])
+        try:
+            self.queue_url = queue_url or self._url_of(queue_name or "")
+            self.queue_name = self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+            self.fifo = self.queue_name.endswith(".fifo")
+            self.dead_letter_queue_url = (
+                None if dead_letter_queue is None else self._url_of(dead_letter_queue)
+            )
+            self.visibility_timeout = visibility_timeout
+            if visibility_timeout is None and heartbeat:
+                attributes = self.client.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
+                )["Attributes"]
+                visibility_timeout = int(attributes["VisibilityTimeout"])
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise ConfigurationError(f"{_NO_CREDENTIALS} ({exc})") from exc
         self._counts = dict.fromkeys(SQSStatistics.__slots__, 0)
         self._counts_lock = threading.Lock()
         self._closed = False
@@ -240,7 +257,16 @@ class SQSQueue:
         group_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order."""
+        """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order.
+
+        ``group_id`` is a FIFO queue's message group (``default`` if not given); a standard
+        queue has no groups, so one given there is a ``ConfigurationError``.
+        """
+        if group_id is not None and not self.fifo:
+            raise ConfigurationError(
+                f"group_id is for FIFO queues (names ending in .fifo); {self.queue_name} is "
+                "a standard queue, without message groups"
+            )
         shared = message_attributes(attributes or {})
         group = (group_id or "default") if self.fifo else None
         items = list(enumerate(bodies))
