@@ -142,8 +142,9 @@ def test_both_handler_timeout_checks_give_one_bound(cli: CLI) -> None:
 
     with pytest.raises(ConfigurationError, match="a number of seconds > 0"):
         Consumer(MemoryQueue(), print, handler_timeout=0)
-    result = cli.run("run", "tasks:handle", "--queue", "memory://q", "--handler-timeout", "0")
-    assert "a number of seconds > 0" in result.stderr
+    for value in ("0", "-1"):  # -1 was "must be >= 0" on the command line, "> 0" in Python
+        result = cli.run("run", "tasks:handle", "--queue", "memory://q", "--handler-timeout", value)
+        assert "a number of seconds > 0" in result.stderr
 
 
 # -- typos are not silent ----------------------------------------------------------------
