@@ -13,6 +13,7 @@ import pytest
 from cli_helpers import CLI
 
 from queue_consumer.adapters.sqlite import SQLiteQueue
+from queue_consumer.testing import wait_until
 
 # The SQS adapter's own test plumbing: moto's server in its own process.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "adapters"))
@@ -220,3 +221,28 @@ def test_send_group_id_to_a_fifo_queue_and_refused_elsewhere(
         result = cli.run("send", url, "x", "--group-id", "g")
         assert result.returncode == USAGE, result.stderr
         assert "has no message groups" in result.stderr
+
+
+# -- fetched messages stay leased while they wait for a handler --------------------------
+
+
+def test_parked_messages_stay_leased_so_two_consumers_handle_each_once(
+    cli: CLI, db_url: str
+) -> None:
+    # The repro: one get() takes the whole batch, one handler slot takes it one
+    # second at a time, so the last messages wait in memory past their 2 s lease. With the
+    # heartbeat (on by default) the other consumer never gets them: each is handled once.
+    url = db_url + "&visibility_timeout=2&wait_time=0.2"
+    bodies = [str(n) for n in range(6)]
+    assert cli.run("send", url, "-", input="\n".join(bodies)).returncode == 0
+    consumers = [
+        cli.start(
+            "run", "tasks:handle", "--queue", url, "--handlers", "1", name=f"c{i}", TASKS_DELAY="1"
+        )
+        for i in range(2)
+    ]
+    wait_until(lambda: len(cli.processed()) >= len(bodies), timeout=60, message="all handled")
+    wait_until(lambda: cli.stats(url)["depth"] == 0, timeout=30, message="queue empty")
+    for process in consumers:
+        assert cli.stop(process) == 0
+    assert sorted(cli.processed()) == sorted(bodies)  # each exactly once
