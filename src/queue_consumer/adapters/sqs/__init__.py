@@ -32,14 +32,17 @@ from ...errors import ConfigurationError, ConsumerStateError
 from .._lease import LeaseKeeper
 from ._batch import BatchOutcome, run_batches
 from ._message import (
+    BODY_KIND,
     MAX_VISIBILITY_TIMEOUT,
     ExponentialBackoff,
     FixedDelay,
     RejectPolicy,
     SQSMessage,
+    encode_body,
     extension_seconds,
     message_from_response,
     reject_policy_from,
+    wire_body,
 )
 from ._support import (
     SQSBatchError,
@@ -124,6 +127,8 @@ class SQSQueue:
         self.settle_attempts = settle_attempts
         self.attribute_names = with_needed(attribute_names)
         self.message_attribute_names = list(message_attribute_names)
+        if not {"All", ".*", BODY_KIND} & set(self.message_attribute_names):
+            self.message_attribute_names.append(BODY_KIND)  # to read bodies back as put
         if client is None:
             retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
             config = Config(
@@ -248,13 +253,18 @@ class SQSQueue:
 
     # -- for people and the CLI -------------------------------------------------------
 
-    def put(self, body: str, *, group_id: str | None = None, **attributes: Any) -> str:
-        """Send one message; keyword arguments become message attributes. Returns its id."""
+    def put(self, body: Any, *, group_id: str | None = None, **attributes: Any) -> str:
+        """Send one message; keyword arguments become message attributes. Returns its id.
+
+        Bodies are those of every queue here: a ``str`` is sent as it is; ``bytes`` (as
+        base64) and JSON values (as JSON text) carry a ``queue_consumer.body`` attribute
+        and come back from ``get()`` as the same type. Anything else is a ``TypeError``.
+        """
         return self.put_many([body], group_id=group_id, attributes=attributes)[0]
 
     def put_many(
         self,
-        bodies: Iterable[str],
+        bodies: Iterable[Any],
         *,
         group_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
@@ -271,13 +281,15 @@ class SQSQueue:
             )
         shared = message_attributes(attributes or {})
         group = (group_id or "default") if self.fifo else None
-        items = list(enumerate(bodies))
-        outcome = self._run(
-            "send_message_batch",
-            self.queue_url,
-            items,
-            lambda item: send_entry(item[1], shared, group, uuid.uuid4().hex if group else None),
-        )
+        # Encoded first: a body of the wrong type fails before anything is sent.
+        items = list(enumerate(encode_body(body) for body in bodies))
+
+        def entry(item: tuple[int, tuple[str, str | None]]) -> dict[str, Any]:
+            text, kind = item[1]
+            tagged = shared if kind is None else {**shared, **message_attributes({BODY_KIND: kind})}
+            return send_entry(text, tagged, group, uuid.uuid4().hex if group else None)
+
+        outcome = self._run("send_message_batch", self.queue_url, items, entry)
         self._verdict("send", outcome, strict=True)
         ids = {index: answer["MessageId"] for (index, _), answer in outcome.succeeded}
         return [ids[index] for index, _ in items]
@@ -375,7 +387,7 @@ class SQSQueue:
             self.dead_letter_queue_url,
             messages,
             lambda m: send_entry(
-                m.body,
+                wire_body(m),
                 resendable(m.message_attributes),
                 # The message id deduplicates: a retried move cannot make two dead letters.
                 (m.group_id or "dead-letters") if fifo else None,
