@@ -19,10 +19,12 @@ from queue_consumer.cli._demo import OwnMessages
 
 def _summary(stderr: str) -> dict[str, str]:
     match = re.search(
-        r"processed (\d+) of (\d+), retries (\d+), duplicates (\d+), elapsed ([\d.]+)s", stderr
+        r"processed (\d+) of (\d+), retries (\d+), released (\d+), duplicates (\d+), "
+        r"elapsed ([\d.]+)s",
+        stderr,
     )
     assert match, stderr
-    keys = ("processed", "total", "retries", "duplicates", "elapsed")
+    keys = ("processed", "total", "retries", "released", "duplicates", "elapsed")
     return dict(zip(keys, match.groups(), strict=True))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,3 +247,22 @@ def test_parked_messages_stay_leased_so_two_consumers_handle_each_once(
     for process in consumers:
         assert cli.stop(process) == 0
     assert sorted(cli.processed()) == sorted(bodies)  # each exactly once
+
+
+def test_the_summary_at_exit_shows_released_apart_from_failed(cli: CLI, db_url: str) -> None:
+    # One slot, a 1 s handler, a batch of 10: at SIGTERM the chunks still waiting for the
+    # slot go back untried. They are released, not failed, and the summary says so.
+    url = db_url + "&wait_time=0.2"
+    assert cli.run("send", url, "-", input="\n".join(map(str, range(10)))).returncode == 0
+    process = cli.start(
+        "run", "tasks:handle", "--queue", url, "--workers", "1", "--handlers", "1", TASKS_DELAY="1"
+    )
+    wait_until(lambda: len(cli.processed()) >= 1, timeout=60, message="one handled")
+    assert cli.stop(process) == 0, cli.log()
+    [line] = [line for line in cli.log().splitlines() if "stopped:" in line]
+    match = re.search(r"stopped: (\d+) succeeded, 0 failed, (\d+) released \(never tried", line)
+    assert match, line
+    succeeded, released = map(int, match.groups())
+    assert succeeded + released == 10 and released >= 1
+    stats = cli.stats(url)
+    assert (stats["depth"], stats["in_flight"]) == (released, 0)

@@ -166,8 +166,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         consumer.supervise(blocking=True)
         consumer.shutdown(timeout=args.shutdown_timeout)  # no-op unless the loop ended early
         stats = consumer.statistics()
+        # Released apart from failed: those were never tried (fetched but not started at
+        # shutdown, or after a failure in their chunk) and went back without an attempt.
         log.info(
-            "stopped: %d succeeded, %d failed, %d released",
+            "stopped: %d succeeded, %d failed, %d released (never tried, given back)",
             stats.succeeded,
             stats.failed,
             stats.released,

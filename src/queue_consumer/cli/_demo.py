@@ -321,7 +321,8 @@ def _consume(queue: Any, url: str, options: DemoOptions, out: TextIO) -> int:
     progress.show(done, stats.failed, stats.in_flight, elapsed, force=True)
     progress.close()
     out.write(
-        f"demo: processed {done} of {total}, retries {stats.failed}, duplicates {duplicates}, "
+        f"demo: processed {done} of {total}, retries {stats.failed}, released "
+        f"{stats.released}, duplicates {duplicates}, "
         f"elapsed {elapsed:.2f}s, {done / elapsed if elapsed else 0:,.0f} msg/s\n"
     )
     queue_stats = getattr(queue, "stats", None)
