@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .._protocols import (
         Queue,
         SupportsCleanup,
+        SupportsExtend,
         SupportsReject,
         SupportsRelease,
         SupportsStats,
@@ -216,4 +217,5 @@ if TYPE_CHECKING:  # mypy proves the capabilities MemoryQueue claims
         _cleanup: SupportsCleanup[MemoryMessage] = queue
         _reject: SupportsReject[MemoryMessage] = queue
         _release: SupportsRelease[MemoryMessage] = queue
+        _extend: SupportsExtend[MemoryMessage] = queue
         _stats: SupportsStats = queue

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         SupportsDeadLetter,
         SupportsDeadLetters,
         SupportsExtend,
+        SupportsInterrupt,
         SupportsRejectWithError,
         SupportsRelease,
         SupportsStats,
@@ -451,3 +452,4 @@ if TYPE_CHECKING:  # mypy proves the capabilities SQLiteQueue claims (the consum
         _close: SupportsClose = queue
         _stats: SupportsStats = queue
         _dead_letters: SupportsDeadLetters = queue
+        _interrupt: SupportsInterrupt = queue
