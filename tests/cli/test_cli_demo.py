@@ -103,7 +103,7 @@ def test_demo_removes_its_temp_dir_on_sigterm(cli: CLI, tmp_path: Path) -> None:
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     process = cli.start(
-        "demo", "--messages", "100000", "--work-time", "0.01", name="demo", TMPDIR=str(tmp)
+        "demo", "--messages", "20000", "--work-time", "0.01", name="demo", TMPDIR=str(tmp)
     )
     cli.wait_log("in flight", name="demo")  # its progress line: consuming
     assert list(tmp.iterdir())  # the demo's queue-consumer-demo-* dir
