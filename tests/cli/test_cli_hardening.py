@@ -266,3 +266,13 @@ def test_the_summary_at_exit_shows_released_apart_from_failed(cli: CLI, db_url: 
     assert succeeded + released == 10 and released >= 1
     stats = cli.stats(url)
     assert (stats["depth"], stats["in_flight"]) == (released, 0)
+
+
+def test_a_json_lines_file_that_is_not_utf8_exits_2_and_sends_nothing(
+    cli: CLI, db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.jsonl").write_bytes(b'{"n": 1}\n"\xe9"\n')
+    result = cli.run("send", db_url, "--file", "bad.jsonl")
+    assert result.returncode == USAGE, result.stderr
+    assert "bad.jsonl line 2 is not UTF-8 text" in result.stderr
+    assert not (tmp_path / "jobs.db").exists()  # checked whole before the queue is opened
