@@ -32,6 +32,9 @@ _BUILTIN: dict[str, str] = {
     "memory": "queue_consumer._urls:memory_from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
+    "redis": "queue_consumer.adapters.redis:from_url",
+    "rediss": "queue_consumer.adapters.redis:from_url",
+    "redis+unix": "queue_consumer.adapters.redis:from_url",
 }
 
 #: Which extra brings the third-party library a built-in adapter module needs.
