@@ -17,10 +17,10 @@ import pytest
 
 pytest.importorskip("redis")
 
-import redis  # noqa: E402
+import redis
 
-from queue_consumer.adapters.redis import RedisStreamQueue  # noqa: E402
-from queue_consumer.testing import wait_until  # noqa: E402
+from queue_consumer.adapters.redis import RedisStreamQueue
+from queue_consumer.testing import wait_until
 
 HOST, PORT = "127.0.0.1", 6379
 LOCAL = f"redis://{HOST}:{PORT}/0"

@@ -346,7 +346,10 @@ class RedisStreamQueue:
         """Move dead letters (all, or those ``ids``) back to the stream, attempts reset.
         Each move is one script (XADD, then XDEL from the dead letters)."""
         if ids is not None:
-            wanted = [check_name("dead letter id", text(i)) for i in ids]
+            wanted = [
+                check_name("dead letter id", text(i) if isinstance(i, (bytes, str)) else str(i))
+                for i in ids
+            ]
             moved = 0
             for start in range(0, len(wanted), _REDRIVE_BATCH):
                 moved += self._n("REDRIVE", wanted[start : start + _REDRIVE_BATCH])
