@@ -84,11 +84,8 @@ def plan(quick: bool) -> Plan:
             "rq",
             "rq",
             "1 Worker (forks a work horse per job), burst mode",
-            peers,
-            {
-                **spec,
-                "runner": "rq",
-            },
+            min(peers, RQ_N),
+            {**spec, "runner": "rq"},
         ),
     ]
     return Plan(

@@ -202,9 +202,11 @@ def test_sigkill_mid_chunk_then_a_new_consumer(
     url = f"{redis_url}?stream={queue.stream}&consumer={name}&claim_idle={claim_idle}"
     victim_out = tmp_path / "victim.txt"
     victim = start_child(url, victim_out, delay=30.0)  # every handler hangs
-    started = first_event(victim, "started")
-    victim.kill()  # SIGKILL mid-chunk: nothing settled, entries pending in its name
-    stop(victim)
+    try:
+        started = first_event(victim, "started")
+    finally:
+        victim.kill()  # SIGKILL mid-chunk: nothing settled, entries pending in its name
+        stop(victim)
     assert queue.stats()["in_flight"] > 0
     out = tmp_path / "after.txt"
     heir = make_queue(
