@@ -19,7 +19,7 @@ from ._harness import Plan, Row, Target
 
 URL = "redis://127.0.0.1:6379/0"
 THREADS = 2
-SLOTS = 4
+SLOTS = 16
 PEER_N = 5_000  # Dramatiq runs at about 1-2k msg/s: 5,000 keeps a run under 10 s
 RQ_N = 500  # rq forks a work horse per job (tens of jobs a second here)
 
@@ -76,7 +76,7 @@ def plan(quick: bool) -> Plan:
         Row(
             "dramatiq",
             "Dramatiq RedisBroker",
-            f"1 worker process, {SLOTS * 2} threads, max_retries=0",
+            f"1 worker process, {SLOTS} threads, max_retries=0",
             peers,
             {**spec, "runner": "dramatiq"},
         ),
@@ -283,7 +283,7 @@ def _dramatiq(spec: dict[str, Any]) -> dict[str, Any]:
         handle.send(i)
     with round_trips() as trips:
         started = time.perf_counter()
-        worker = dramatiq.Worker(broker, worker_threads=SLOTS * 2, worker_timeout=100)
+        worker = dramatiq.Worker(broker, worker_threads=SLOTS, worker_timeout=100)
         worker.start()
         finished = bench.done.wait(600)
         worker.stop()

@@ -16,6 +16,7 @@ from ...errors import ConfigurationError
 from .._lease import LeaseKeeper
 from .._options import redact
 from . import _scripts as scripts
+from ._coalesce import Coalescer
 from ._messages import (
     DeadLetter,
     RedisMessage,
@@ -176,6 +177,8 @@ class RedisStreamQueue:
         self._maintaining = threading.Lock()  # one thread at a time runs the passes
         self._server_version: tuple[int, ...] | None = None
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        # Concurrent cleanups (handler threads) share round trips: one script call each.
+        self._cleanups: Coalescer[_Key, bool] = Coalescer(self._cleanup_keys)
         self._keeper: LeaseKeeper[_Key] = LeaseKeeper(
             self._extend_keys,
             self.claim_idle / 2,
@@ -203,7 +206,7 @@ class RedisStreamQueue:
         batch = self._settling(messages)
         if not batch:
             return 0
-        done = self._n("CLEANUP", _pairs(batch))
+        done = sum(self._cleanups([(m.id, m.delivered) for m in batch]))
         self._count(cleaned=done, stale_settles=len(batch) - done)
         return done
 
@@ -334,6 +337,8 @@ class RedisStreamQueue:
             "consumers": int(group.get("consumers", 0)),
             "held": self._keeper.held(),
             **counts,
+            "cleanup_calls": self._cleanups.calls,
+            "cleanup_round_trips": self._cleanups.round_trips,
         }
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -590,6 +595,10 @@ class RedisStreamQueue:
             if messages and own:
                 log.info("took back %d of our own pending entries", len(messages))
         return messages
+
+    def _cleanup_keys(self, keys: list[_Key]) -> list[bool]:
+        done = text(self._run("CLEANUP", [x for key in keys for x in key]))
+        return [flag == "1" for flag in done]
 
     def _extend_keys(self, due: dict[_Key, float]) -> list[_Key]:
         """Reset the idle time of held entries; return the keys no longer held."""

@@ -98,12 +98,13 @@ local function bury(id, attempts, err, fallback)
 end
 """
 
-#: ARGV[3..]: id, delivered pairs. XACK + XDEL each entry still held. Returns how many.
+#: ARGV[3..]: id, delivered pairs. XACK + XDEL each entry still held. Returns one
+#: character per pair: '1' done, '0' no longer held.
 CLEANUP = (
     _COMMON
     + r"""
 local has_errors = redis.call('EXISTS', errors) == 1
-local n = 0
+local done = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   if held(id, tonumber(ARGV[i + 1])) then
@@ -112,10 +113,12 @@ for i = 3, #ARGV, 2 do
     if has_errors then
       redis.call('HDEL', errors, id)
     end
-    n = n + 1
+    done[#done + 1] = '1'
+  else
+    done[#done + 1] = '0'
   end
 end
-return n
+return table.concat(done)
 """
 )
 
