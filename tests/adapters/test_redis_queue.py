@@ -448,6 +448,26 @@ def test_the_password_never_shows(
     assert not [text for text in shown if "s3cret" in text]
 
 
+def test_the_password_from_a_file_or_the_environment(
+    private_redis: Any, tmp_path: Path, stream_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = private_redis(args=("--requirepass", "s3cret"))
+    bare = server.url.replace(":s3cret@", "")
+    secret_file = tmp_path / "redis-password"
+    secret_file.write_text("s3cret\n")  # as a mounted secret often is
+    monkeypatch.setenv("QC_TEST_REDIS_PASSWORD", "s3cret")
+    for option in (f"password_file={secret_file}", "password_env=QC_TEST_REDIS_PASSWORD"):
+        with from_url(f"{bare}?stream={stream_name}&block=0.1&{option}") as queue:
+            queue.put("x")
+            [message] = get_until(queue, 1)
+            assert queue.cleanup([message]) == 1
+            assert "s3cret" not in repr(queue.settings()) + repr(queue)
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        from_url(f"{bare}?stream=a&password_file={tmp_path / 'missing'}")
+    with pytest.raises(ConfigurationError, match="is not set"):
+        from_url(f"{bare}?stream=a&password_env=QC_TEST_NOT_SET_ANYWHERE")
+
+
 def test_a_unix_socket(private_redis: Any, tmp_path: Path, stream_name: str) -> None:
     sock = tmp_path / "redis.sock"
     private_redis(args=("--unixsocket", str(sock), "--unixsocketperm", "700"))

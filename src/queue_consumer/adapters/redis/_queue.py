@@ -27,7 +27,7 @@ from ._messages import (
     read_body,
     text,
 )
-from ._settings import check_name, connection_url, parse_url, pool_size
+from ._settings import check_name, connection_url, parse_url, pool_size, secret
 
 try:
     import redis
@@ -50,12 +50,12 @@ _REDRIVE_BATCH = 100
 
 
 class RedisStreamQueue:
-    """A Redis stream consumed through a consumer group, for ``Consumer``.
+    """A Redis stream consumed through a consumer group, for ``Consumer``::
 
-    >>> with RedisStreamQueue("redis://localhost:6379/0", "orders") as queue:
-    ...     queue.put({"order": 1})
-    ...     [message] = queue.get()
-    ...     queue.cleanup([message])
+        with RedisStreamQueue("redis://localhost:6379/0", "orders") as queue:
+            queue.put({"order": 1})              # the entry's id, e.g. '1717000000000-0'
+            [message] = queue.get()              # RedisMessage(id, body, delivery_count...)
+            queue.cleanup([message])             # XACK + XDEL: 1
 
     Arguments (durations are float seconds):
 
@@ -87,6 +87,8 @@ class RedisStreamQueue:
     - ``connect_timeout``: the connect timeout.
     - ``client_options``: more redis-py connection keywords (``db``, ``client_name``,
       ``ssl_*``).
+    - ``password_file`` / ``password_env``: read the password from a file (a mounted
+      secret) or an environment variable instead of the URL.
     """
 
     def __init__(
@@ -111,6 +113,8 @@ class RedisStreamQueue:
         socket_timeout: float | None = None,
         connect_timeout: float = 5.0,
         client_options: dict[str, Any] | None = None,
+        password_file: str | None = None,
+        password_env: str | None = None,
     ) -> None:
         pool_url, implied = connection_url(url)
         self._url = url
@@ -142,11 +146,16 @@ class RedisStreamQueue:
             )
         self.connect_timeout = checks.seconds("connect_timeout", connect_timeout, positive=True)
         self.client_options = dict(client_options or {})
+        self.password_file = checks.optional(check_name, "password_file", password_file)
+        self.password_env = checks.optional(check_name, "password_env", password_env)
+        password = secret(self.password_file, self.password_env)
         self._keys = [f"{{{self.stream}}}", *(f"{{{self.stream}}}:{s}" for s in _SUFFIXES)]
         self._consumer_name = self.consumer_option or _generated_name()
         self._pid = os.getpid()
 
         options: dict[str, Any] = {**implied, **self.client_options}
+        if password is not None:
+            options["password"] = password
         if not pool_url.startswith("unix:"):
             options["socket_keepalive"] = True  # a half-open TCP connection is found out
         read_timeout = self.socket_timeout or self.block + 10.0
@@ -448,6 +457,8 @@ class RedisStreamQueue:
             "socket_timeout": self.socket_timeout,
             "connect_timeout": self.connect_timeout,
             "client_options": self.client_options,
+            "password_file": self.password_file,
+            "password_env": self.password_env,
         }
 
     # -- internals ---------------------------------------------------------------------
@@ -693,7 +704,8 @@ def from_url(url: str) -> RedisStreamQueue:
     ``promote_interval``, ``prune_idle`` (``none``: never), ``heartbeat``, ``declare``,
     ``max_connections``, ``socket_timeout``, ``connect_timeout``; and for redis-py ``db``,
     ``client_name``, ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile``,
-    ``ssl_keyfile``. Unknown options are errors.
+    ``ssl_keyfile``; ``password_file`` or ``password_env`` for a password kept out of the
+    URL. Unknown options are errors.
     """
     connection, kwargs = parse_url(url)
     return RedisStreamQueue(connection, **kwargs)

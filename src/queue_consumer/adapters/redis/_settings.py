@@ -10,7 +10,15 @@ from ... import _checks as checks
 from ...errors import ConfigurationError
 from .._options import OptionTable, parse_query, redact
 
-__all__ = ["OPTIONS", "SCHEMES", "check_name", "connection_url", "parse_url", "pool_size"]
+__all__ = [
+    "OPTIONS",
+    "SCHEMES",
+    "check_name",
+    "connection_url",
+    "parse_url",
+    "pool_size",
+    "secret",
+]
 
 #: redis:// and rediss:// (TLS) as redis-py reads them; redis+unix:///path/to.sock.
 SCHEMES = ("redis", "rediss", "redis+unix")
@@ -76,6 +84,8 @@ OPTIONS: OptionTable = {
     "ssl_ca_certs": ("ssl_ca_certs", _text),
     "ssl_certfile": ("ssl_certfile", _text),
     "ssl_keyfile": ("ssl_keyfile", _text),
+    "password_file": ("password_file", _text),
+    "password_env": ("password_env", _text),
 }
 
 #: The options above that are connection settings, passed to redis-py.
@@ -140,3 +150,25 @@ def pool_size(max_connections: int | None) -> int:
     one per handler thread; the default fits the Consumer's defaults (one polling thread
     and one handler per CPU) plus the lease keeper and stats."""
     return max_connections if max_connections is not None else 2 * _CPUS + 2
+
+
+def secret(password_file: str | None, password_env: str | None) -> str | None:
+    """The password kept out of the URL: read from a file (a mounted secret; one trailing
+    newline dropped) or an environment variable. Never shown in an error."""
+    if password_file is not None and password_env is not None:
+        raise ConfigurationError("give password_file or password_env, not both")
+    if password_file is not None:
+        try:
+            with open(password_file, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"password_file {password_file!r} cannot be read: {exc.strerror}"
+            ) from None
+        return text[:-1] if text.endswith("\n") else text
+    if password_env is not None:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise ConfigurationError(f"password_env: ${password_env} is not set")
+        return value
+    return None
