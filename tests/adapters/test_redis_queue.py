@@ -507,3 +507,48 @@ def test_delete_stream_helper_removes_every_key(redis_url: str, stream_name: str
         client.set(f"{{{stream_name}}}{suffix}", "1")
     delete_stream(redis_url, stream_name)
     assert client.exists(*(f"{{{stream_name}}}{s}" for s in ("", ":dead"))) == 0
+
+
+def test_dead_letter_at_once_for_a_permanent_failure(make_queue: MakeQueue) -> None:
+    from queue_consumer import Consumer, PermanentFailure
+
+    queue = make_queue(max_attempts=5)
+    queue.put_many(["ok", "bad"])
+
+    def handler(messages: Any) -> None:
+        for message in messages:
+            if message.body == "bad":
+                raise PermanentFailure("not an order")
+
+    with Consumer(queue, handler, max_workers=1, max_handlers=1):
+        wait_until(lambda: queue.stats()["dead_letters"] == 1, timeout=10)
+        wait_until(lambda: queue.stats()["in_flight"] == 0, timeout=10)
+    [dead] = queue.dead_letters()
+    assert dead.body == "bad" and dead.attempts == 1 and "not an order" in (dead.last_error or "")
+    assert queue.stats()["depth"] == 0
+
+
+def test_interrupt_ends_a_blocked_get_at_once(make_queue: MakeQueue) -> None:
+    import threading
+
+    queue = make_queue(block=30.0)
+    queue.put("first")
+    queue.cleanup(get_until(queue, 1))  # the group exists, the first passes are done
+    results: list[Any] = []
+    reader = threading.Thread(target=lambda: results.append(queue.get()))
+    started = time.monotonic()
+    reader.start()
+
+    def blocked() -> bool:
+        return any(
+            c.get("name") == queue._client_name and c.get("cmd") == "xreadgroup"
+            for c in raw().client_list()
+        )
+
+    wait_until(blocked, timeout=10, message="get() blocked in XREADGROUP")
+    queue.interrupt()
+    reader.join(10)
+    assert results == [[]] and time.monotonic() - started < 10  # not the 30 s block
+    queue.put("still works")
+    [message] = get_until(queue, 1)
+    queue.cleanup([message])

@@ -154,6 +154,8 @@ class RedisStreamQueue:
         self._pid = os.getpid()
 
         options: dict[str, Any] = {**implied, **self.client_options}
+        # A name per queue object, so interrupt() finds its own blocked reads.
+        self._client_name = str(options.setdefault("client_name", _client_name(self)))
         if password is not None:
             options["password"] = password
         if not pool_url.startswith("unix:"):
@@ -256,6 +258,25 @@ class RedisStreamQueue:
             moved += buried
         self._count(rejected=moved, stale_settles=len(batch) - moved)
         return moved
+
+    def dead_letter(self, messages: Iterable[RedisMessage], *, error: str | None = None) -> int:
+        """Move entries straight to the dead letters (the handler said they can never
+        succeed: ``PermanentFailure``), whatever their attempts. Returns how many were held."""
+        batch = self._settling(messages)
+        if not batch:
+            return 0
+        dead = [x for m in batch for x in (m.id, m.delivered, m.delivery_count)]
+        buried = self._n("BURY", ["" if error is None else str(error), "dead-lettered", *dead])
+        self._count(buried=buried, stale_settles=len(batch) - buried)
+        return buried
+
+    def interrupt(self) -> None:
+        """Make a ``get()`` blocked in ``XREADGROUP`` return now, empty (the consumer's
+        shutdown calls it): ``CLIENT UNBLOCK`` of this queue's blocked connections, found
+        by their client name."""
+        for client in self._client.client_list():
+            if client.get("name") == self._client_name and client.get("cmd") == "xreadgroup":
+                self._client.client_unblock(int(client["id"]))
 
     def release(self, messages: Iterable[RedisMessage]) -> int:
         """Hand back entries never handled: claimable at once, the attempt not counted
@@ -680,6 +701,11 @@ def _pairs(batch: Sequence[RedisMessage]) -> list[Any]:
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _client_name(queue: RedisStreamQueue) -> str:
+    name = "".join(c if c.isalnum() or c in "-_.:" else "_" for c in queue.consumer)
+    return f"qc:{name}:{secrets.token_hex(3)}"
 
 
 def _generated_name() -> str:
