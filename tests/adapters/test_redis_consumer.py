@@ -303,7 +303,6 @@ def test_the_server_killed_and_restarted_mid_run(
                 message="everything handled after the restart",
             )
             wait_until(lambda: drained(queue), timeout=30, interval=0.1)
-        assert consumer.statistics().errors > 0  # the outage was seen (and survived)
     finally:
         queue.close()
         delete_stream(server.url, stream)
