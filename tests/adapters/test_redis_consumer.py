@@ -240,7 +240,12 @@ def slow_record(path: str, messages: Iterator[RedisMessage]) -> None:
 
 def test_client_kill_of_the_consumers_connections(make_queue: MakeQueue, tmp_path: Path) -> None:
     name = f"qc-victim-{uuid.uuid4().hex[:8]}"
-    queue = make_queue(client_options={"client_name": name}, block=0.5, reclaim_interval=0.1)
+    # A read whose reply dies with its connection leaves its entries pending to this
+    # consumer: they come back after claim_idle (kept short here; the heartbeat keeps the
+    # entries being handled).
+    queue = make_queue(
+        client_options={"client_name": name}, block=0.5, reclaim_interval=0.1, claim_idle=2.0
+    )
     admin = redis.Redis.from_url(LOCAL)
     bodies = [f"c{i:04d}" for i in range(600)]
     queue.put_many(bodies)

@@ -741,22 +741,28 @@ def _restore(cls: type[RedisStreamQueue], settings: dict[str, Any]) -> RedisStre
     return cls(**settings)
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # mypy proves the capabilities RedisStreamQueue claims
     from ..._protocols import (
+        Queue,
         SupportsCleanup,
         SupportsClose,
+        SupportsDeadLetter,
         SupportsDeadLetters,
         SupportsExtend,
+        SupportsInterrupt,
         SupportsRejectWithError,
         SupportsRelease,
         SupportsStats,
     )
 
     def _claims(queue: RedisStreamQueue) -> None:
+        _get: Queue[RedisMessage] = queue
         _cleanup: SupportsCleanup[RedisMessage] = queue
         _reject: SupportsRejectWithError[RedisMessage] = queue
+        _dead_letter: SupportsDeadLetter[RedisMessage] = queue
         _release: SupportsRelease[RedisMessage] = queue
         _extend: SupportsExtend[RedisMessage] = queue
+        _interrupt: SupportsInterrupt = queue
         _close: SupportsClose = queue
         _stats: SupportsStats = queue
         _dead: SupportsDeadLetters = queue
