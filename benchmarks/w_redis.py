@@ -289,6 +289,8 @@ def _dramatiq(spec: dict[str, Any]) -> dict[str, Any]:
         worker.stop()
     seconds = bench.finished_at - started
     broker.flush_all()
+    for key in broker.client.scan_iter(f"{namespace}:*"):  # its heartbeats, left by flush_all
+        broker.client.delete(key)
     broker.close()
     problems = bench.problems() if finished else [f"timed out: {bench._unique} of {n}"]
     notes = {"round trips/msg": round(trips[0] / n, 3)}
