@@ -29,6 +29,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ...errors import ConfigurationError, ConsumerStateError
+from ...observability.propagation import inject_trace_context
 from ._batch import BatchOutcome, run_batches
 from ._heartbeat import ExtendResult, Heartbeat
 from ._message import (
@@ -240,8 +241,11 @@ class SQSQueue:
         group_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order."""
-        shared = message_attributes(attributes or {})
+        """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order.
+
+        With OpenTelemetry in use, the current trace context goes along (``traceparent``).
+        """
+        shared = message_attributes(inject_trace_context(attributes, limit=10) or {})
         group = (group_id or "default") if self.fifo else None
         items = list(enumerate(bodies))
         outcome = self._run(
