@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,10 +15,8 @@ from queue_consumer.adapters.sqlite import SQLiteQueue
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "adapters"))
 
-try:  # the SQS fixtures (moto's server), for the trace round trips
+with contextlib.suppress(pytest.skip.Exception):  # SQS fixtures (moto) for round trips
     from sqs_server import make_queue, moto_endpoint, sqs_client, sqs_env  # noqa: F401
-except pytest.skip.Exception:
-    pass
 
 
 @pytest.fixture

@@ -144,7 +144,7 @@ def test_a_taken_port_is_a_configuration_error(make_sqlite: Callable[..., SQLite
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(ConfigurationError, match="cannot serve metrics on 127.0.0.1"):
+        with pytest.raises(ConfigurationError, match=r"cannot serve metrics on 127\.0\.0\.1"):
             serve(consumer, port=taken.getsockname()[1])
 
 

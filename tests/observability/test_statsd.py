@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
 import obs_handlers
+import pytest
 
 from queue_consumer import Consumer
 from queue_consumer.adapters.sqlite import SQLiteQueue
@@ -35,7 +35,7 @@ def _lines(sock: socket.socket, into: list[str]) -> list[str]:
     try:
         while True:
             into.extend(sock.recv(65535).decode().splitlines())
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return into
 
 
