@@ -57,7 +57,11 @@ def message_id(message: Any) -> str | None:
 
 
 def error_type(error: BaseException | str | None) -> str:
-    """The exception's class name; from a traceback text, the class on its last line."""
+    """The exception's class name; from a traceback text, the class on its last line.
+
+    >>> error_type("Traceback (most recent call last):\\n  ...\\nmod.BadInput: no")
+    'BadInput'
+    """
     if error is None:
         return ""
     if isinstance(error, BaseException):

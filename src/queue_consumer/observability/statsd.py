@@ -59,7 +59,11 @@ _SEED = {
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8125`` for IPv6) -> (host, port)."""
+    """``HOST:PORT`` (``[::1]:8125`` for IPv6) -> (host, port).
+
+    >>> parse_address("[::1]:8125")
+    ('::1', 8125)
+    """
     host, sep, port = address.rpartition(":")
     if not sep or not host:
         raise ConfigurationError(f"statsd address must be HOST:PORT, not {address!r}")
