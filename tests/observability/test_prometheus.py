@@ -217,3 +217,34 @@ def test_cli_run_serves_metrics_and_probes(tmp_path: Path) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
+
+
+def test_handlers_own_metrics_from_children_on_the_same_port(
+    make_sqlite: Callable[..., SQLiteQueue], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import obs_child_metrics
+
+    directory = tmp_path / "prometheus-children"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))  # before children start
+    queue = make_sqlite()
+    queue.put_many(["a", "b", "c", "d", "e"])
+    metrics = PrometheusHooks()
+    consumer = Consumer(
+        queue,
+        obs_child_metrics.send_emails,
+        max_workers=1,
+        max_handlers=2,
+        with_thread_executor=False,
+        mp_context="spawn",  # children take this environment (a forkserver may be older)
+        hooks=[metrics],
+    )
+    with serve(consumer, port=0, metrics=metrics) as server:
+        consumer.start()
+        try:
+            wait_until(lambda: consumer.statistics().succeeded == 5, timeout=60)
+            samples = scrape(server.url)
+        finally:
+            consumer.shutdown()
+    assert value(samples, "obs_emails_sent_total") == 5  # summed over the children
+    assert value(samples, "queue_consumer_messages_settled_total", outcome="succeeded") == 5

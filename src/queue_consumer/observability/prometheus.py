@@ -21,6 +21,7 @@ port, registry=metrics.registry)`` or ``generate_latest(metrics.registry)`` work
 
 from __future__ import annotations
 
+import os
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -101,6 +102,8 @@ class PrometheusHooks(ConsumerHooks):
 
     ``labels`` adds static labels (``{"service": "billing"}``); ``queue_stats_interval``
     is how often ``queue.stats()`` is sampled for the queue depth (never per scrape).
+    ``children`` also exports what handlers in child processes record with
+    prometheus-client's multiprocess mode (default: when ``PROMETHEUS_MULTIPROC_DIR`` is set).
     """
 
     def __init__(
@@ -111,8 +114,15 @@ class PrometheusHooks(ConsumerHooks):
         process_buckets: Sequence[float] = PROCESS_BUCKETS,
         operation_buckets: Sequence[float] = OPERATION_BUCKETS,
         queue_stats_interval: float = 15.0,
+        children: bool | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        if children is None:
+            children = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        if children:  # the handlers' own metrics, summed over every child, on the same port
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry)
         self.static_labels = dict(labels or {})
         self.queue_stats_interval = seconds(
             "queue_stats_interval", queue_stats_interval, positive=True
