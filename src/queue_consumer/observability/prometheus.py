@@ -68,33 +68,49 @@ _STATS_STATES = {
 
 
 class _Histogram:
-    """A labelled histogram kept by hand: one lock, one bisect per observation."""
+    """A labelled histogram kept by hand, cheap on the hot path: each thread counts into rows
+    of its own (no lock, one bisect), and a scrape adds up every thread's rows."""
 
     def __init__(self, buckets: Sequence[float]) -> None:
         self.buckets = tuple(sorted(float(b) for b in buckets))
-        self._rows: dict[tuple[str, ...], list[float]] = {}  # per-bucket counts, then the sum
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._threads: list[dict[tuple[str, ...], list[float]]] = []  # each thread's rows
+        self._lock = threading.Lock()  # only for a thread's first observation
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
-        index = bisect_left(self.buckets, value)  # the first bucket with value <= bound
-        with self._lock:
-            row = self._rows.get(labels)
-            if row is None:
-                row = self._rows[labels] = [0.0] * (len(self.buckets) + 2)
-            row[index] += 1
-            row[-1] += value
+        try:
+            rows = self._local.rows
+        except AttributeError:
+            rows = self._local.rows = {}
+            with self._lock:
+                self._threads.append(rows)
+        row = rows.get(labels)
+        if row is None:  # per-bucket counts, then the sum
+            row = rows[labels] = [0.0] * (len(self.buckets) + 2)
+        row[bisect_left(self.buckets, value)] += 1
+        row[-1] += value
 
     def rows(self) -> list[tuple[tuple[str, ...], list[tuple[str, float]], float]]:
+        totals: dict[tuple[str, ...], list[float]] = {}
         with self._lock:
-            rows = [(labels, list(row)) for labels, row in self._rows.items()]
+            threads = list(self._threads)
+        for rows in threads:
+            for labels, row in list(rows.items()):
+                total = totals.setdefault(labels, [0.0] * len(row))
+                for index, count in enumerate(row):
+                    total[index] += count
         result = []
-        for labels, row in rows:
-            cumulative, total = [], 0.0
-            for bound, count in zip((*self.buckets, float("inf")), row[:-1], strict=True):
-                total += count
-                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        bounds = [repr(bound) for bound in self.buckets] + ["+Inf"]
+        for labels, row in sorted(totals.items()):
+            cumulative, running = [], 0.0
+            for bound, count in zip(bounds, row[:-1], strict=True):
+                running += count
+                cumulative.append((bound, running))
             result.append((labels, cumulative, row[-1]))
         return result
+
+
+_SUCCEEDED = ("",)  # the error_type label of a chunk that succeeded
 
 
 class PrometheusHooks(ConsumerHooks):
@@ -122,7 +138,7 @@ class PrometheusHooks(ConsumerHooks):
         if children:  # the handlers' own metrics, summed over every child, on the same port
             from prometheus_client import multiprocess
 
-            multiprocess.MultiProcessCollector(self.registry)
+            multiprocess.MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
         self.static_labels = dict(labels or {})
         self.queue_stats_interval = seconds(
             "queue_stats_interval", queue_stats_interval, positive=True
@@ -149,18 +165,20 @@ class PrometheusHooks(ConsumerHooks):
     def on_chunk_finished(
         self, succeeded: Sequence[Any], failed: Sequence[Any], error: str | None, duration: float
     ) -> None:
+        if error is None:
+            self._process.observe(_SUCCEEDED, duration)
+            return
         kind = error_type(error)
         self._process.observe((kind,), duration)
-        if error is not None:
-            self._count_error("handler", kind)
+        self._count_error("handler", kind)
 
     def on_get(self, count: int, duration: float, error: BaseException | None) -> None:
-        self._operations.observe(("get", error_type(error)), duration)
+        self._operations.observe(("get", "" if error is None else error_type(error)), duration)
 
     def on_settled(
         self, stage: str, messages: Sequence[Any], duration: float, error: BaseException | None
     ) -> None:
-        self._operations.observe((stage, error_type(error)), duration)
+        self._operations.observe((stage, "" if error is None else error_type(error)), duration)
 
     def on_error(self, stage: str, error: BaseException) -> None:
         self._count_error(stage, error_type(error))
