@@ -280,3 +280,21 @@ def test_cli_otel_traces_and_logs_trace_ids(tmp_path: Path) -> None:
     assert failed["queue"] == "mail"
     assert failed["trace_id"] == error["context"]["trace_id"].removeprefix("0x")
     assert failed["span_id"] == error["context"]["span_id"].removeprefix("0x")
+
+
+def test_what_handler_context_yields_pickles_as_the_spans_carrier(
+    tracing: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    import pickle
+
+    provider, _ = tracing
+    hooks = OTelHooks("orders", tracer_provider=provider)
+    with hooks.handler_context([Message(1)]) as enter:
+        inside = trace.get_current_span().get_span_context()
+        shipped = pickle.loads(pickle.dumps(enter))
+    hooks.on_chunk_finished([Message(1)], [], None, 0.0)
+    assert trace.get_current_span().get_span_context().is_valid is False
+    for make in (enter, shipped):  # in the parent's thread, and as a child would get it
+        with make():
+            seen = trace.get_current_span().get_span_context()
+        assert (seen.trace_id, seen.span_id) == (inside.trace_id, inside.span_id)

@@ -93,7 +93,8 @@ class OTelHooks(ConsumerHooks):
         self, chunk: Sequence[Any]
     ) -> Iterator[Callable[[], contextlib.AbstractContextManager[object]]]:
         self._end_stale()
-        contexts = [_span_context(carrier_of(message)) for message in chunk]
+        fields = _fields()
+        contexts = [_span_context(carrier_of(message, fields)) for message in chunk]
         valid = [c for c in contexts if c is not None]
         parent = None
         links = []
@@ -120,9 +121,7 @@ class OTelHooks(ConsumerHooks):
         logs.set_trace(ids.trace_id, ids.span_id)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            yield functools.partial(attached, carrier)
+            yield _Attach(span)
         finally:
             otel_context.detach(token)
         # The span ends in on_chunk_finished, which knows how the chunk ended.
@@ -187,9 +186,35 @@ def attached(carrier: dict[str, str]) -> Iterator[None]:
         otel_context.detach(token)
 
 
-def carrier_of(message: Any) -> dict[str, str] | None:
+class _Attach:
+    """What ``handler_context`` yields: a zero-argument callable that makes the span's context
+    current. It pickles (process mode) as ``partial(attached, carrier)``, the W3C carrier
+    made only then: a thread-mode chunk pays nothing for it."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def __call__(self) -> contextlib.AbstractContextManager[object]:
+        return attached(self._carrier())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return functools.partial, (attached, self._carrier())
+
+    def _carrier(self) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(self._span))
+        return carrier
+
+
+def _fields() -> set[str]:
+    return set(propagate.get_global_textmap().fields) or {"traceparent", "tracestate"}
+
+
+def carrier_of(message: Any, fields: set[str] | None = None) -> dict[str, str] | None:
     """The trace context a message carries, as a text-map carrier, or None."""
-    fields = propagate.get_global_textmap().fields or {"traceparent", "tracestate"}
+    fields = _fields() if fields is None else fields
     attributes = getattr(message, "message_attributes", None)  # SQS
     if isinstance(attributes, Mapping) and attributes:
         carrier = {}
