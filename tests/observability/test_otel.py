@@ -298,3 +298,34 @@ def test_what_handler_context_yields_pickles_as_the_spans_carrier(
         with make():
             seen = trace.get_current_span().get_span_context()
         assert (seen.trace_id, seen.span_id) == (inside.trace_id, inside.span_id)
+
+
+def test_semconv_metrics_through_a_meter() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    hooks = OTelHooks("orders", meter_provider=meters, system="rabbitmq")
+    hooks.on_received([Message(1), Message(2)])
+    hooks.on_chunk_finished([Message(1)], [Message(2)], "ValueError: no", 0.5)
+    hooks.on_get(2, 0.01, None)
+    hooks.on_settled("cleanup", [Message(1)], 0.02, None)
+    data = reader.get_metrics_data()
+    points = {
+        metric.name: list(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    (consumed,) = points["messaging.client.consumed.messages"]
+    assert consumed.value == 2
+    assert consumed.attributes["messaging.destination.name"] == "orders"
+    (processed,) = points["messaging.process.duration"]
+    assert processed.sum == 0.5 and processed.attributes["error.type"] == "ValueError"
+    operations = {
+        p.attributes["messaging.operation.name"]: p
+        for p in points["messaging.client.operation.duration"]
+    }
+    assert set(operations) == {"receive", "cleanup"}
+    meters.shutdown()
