@@ -8,13 +8,11 @@ from typing import Any
 
 import pytest
 
-from queue_consumer import Consumer, ConsumerHooks
+from queue_consumer import Consumer
 from queue_consumer.observability.health import HealthHooks
 from queue_consumer.testing import wait_until
 
 sqs_server = pytest.importorskip("sqs_server")
-
-NEW_CORE = hasattr(ConsumerHooks, "on_get")  # TODO(merge): drop once the core landed
 
 
 def _noop(messages: Iterator[Any]) -> None:
@@ -22,7 +20,6 @@ def _noop(messages: Iterator[Any]) -> None:
         pass
 
 
-@pytest.mark.skipif(not NEW_CORE, reason="needs the core's last_get_ok")
 def test_broker_down_is_not_ready_but_live(sqs_env: dict[str, str]) -> None:
     from queue_consumer.adapters.sqs import SQSQueue
 

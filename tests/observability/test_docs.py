@@ -14,7 +14,7 @@ pytest.importorskip("prometheus_client")
 import obs_handlers
 from probes import get
 
-from queue_consumer import Consumer, ConsumerHooks
+from queue_consumer import Consumer
 from queue_consumer.adapters.sqlite import SQLiteQueue
 from queue_consumer.observability.prometheus import PrometheusHooks
 from queue_consumer.observability.server import serve
@@ -32,7 +32,6 @@ def test_every_dashboard_query_is_listed_in_the_docs() -> None:
     assert QUERIES and set(QUERIES) <= listed, set(QUERIES) - listed
 
 
-@pytest.mark.skipif(not hasattr(ConsumerHooks, "on_get"), reason="TODO(merge): the new core")
 def test_every_metric_the_docs_use_is_exported(make_sqlite: Callable[..., SQLiteQueue]) -> None:
     queue = make_sqlite(max_attempts=1)
     queue.put_many(["1", "7"])

@@ -21,9 +21,6 @@ from queue_consumer.observability.health import Health, HealthHooks, check_file
 from queue_consumer.observability.server import serve
 from queue_consumer.testing import wait_until
 
-NEW_CORE = hasattr(ConsumerHooks, "on_supervise")  # TODO(merge): drop once the core landed
-needs_core = pytest.mark.skipif(not NEW_CORE, reason="needs the core's progress statistics")
-
 WINDOW = 0.6  # stall window of these tests; sampled every 0.1 s
 
 
@@ -95,9 +92,8 @@ def test_not_ready_while_starting_then_ready(make_sqlite: Callable[..., SQLiteQu
     )
     consumer.start()
     try:
-        if NEW_CORE:
-            wait_until(lambda: health.check().ready, timeout=10)
-            assert health.check().reason == "ok"
+        wait_until(lambda: health.check().ready, timeout=10)
+        assert health.check().reason == "ok"
     finally:
         consumer.shutdown()
     assert health.check().live is False
@@ -111,8 +107,7 @@ def test_an_idle_queue_stays_live_past_the_window(make_sqlite: Callable[..., SQL
         wait_until(_covering(health, 3 * WINDOW), timeout=10)
         verdict = health.check()
         assert verdict.live and not verdict.stalled, verdict
-        if NEW_CORE:
-            assert verdict.ready, verdict
+        assert verdict.ready, verdict
     finally:
         consumer.shutdown()
 
@@ -136,8 +131,7 @@ def test_all_slots_busy_with_long_handlers_stays_live(
         wait_until(_covering(health, 3 * WINDOW), timeout=10)
         verdict = health.check()
         assert verdict.live and not verdict.stalled, verdict
-        if NEW_CORE:
-            assert verdict.ready, verdict
+        assert verdict.ready, verdict
     finally:
         gate.set()
         consumer.shutdown()
@@ -156,9 +150,7 @@ def test_a_backlog_with_free_slots_and_nothing_received_is_stalled(
             wait_until(lambda: health.check().stalled, timeout=10)
             verdict = health.check()
             assert verdict.live and not verdict.ready
-            assert "stalled: 3 message(s) wait, 2 handler slot(s) free" in verdict.reason or (
-                not NEW_CORE and "stalled: 3 message(s) wait" in verdict.reason
-            )
+            assert "stalled: 3 message(s) wait, 2 handler slot(s) free" in verdict.reason
             assert probe(server.url + "/livez")[0] == 200
             status, body = probe(server.url + "/readyz")
             assert status == 503 and body["stalled"] is True and "stalled" in body["reason"]
@@ -201,7 +193,6 @@ def test_not_ready_from_shutdown_on(make_sqlite: Callable[..., SQLiteQueue]) -> 
         stopper.join(20)
 
 
-@needs_core
 def test_a_hung_get_is_not_live(make_sqlite: Callable[..., SQLiteQueue]) -> None:
     queue = make_sqlite(HangingQueue)
     consumer = _started(queue)
@@ -219,7 +210,6 @@ def test_a_hung_get_is_not_live(make_sqlite: Callable[..., SQLiteQueue]) -> None
     HangingQueue.freed.clear()
 
 
-@needs_core
 def test_a_supervise_loop_that_stopped_ticking_is_not_live(
     make_sqlite: Callable[..., SQLiteQueue], tmp_path: Path
 ) -> None:
@@ -257,7 +247,6 @@ def test_a_supervise_loop_that_stopped_ticking_is_not_live(
         consumer.shutdown()
 
 
-@needs_core
 def test_dead_workers_not_revived_are_not_live(make_sqlite: Callable[..., SQLiteQueue]) -> None:
     consumer = _started(make_sqlite(DyingQueue))
     health = _watch(consumer, supervise_within=0.3)

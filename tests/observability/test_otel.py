@@ -25,16 +25,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from queue_consumer import Consumer, ConsumerHooks
+from queue_consumer import Consumer
 from queue_consumer.adapters.sqlite import SQLiteQueue
 from queue_consumer.cli._logging import JSONFormatter
 from queue_consumer.observability.logs import LogContext
 from queue_consumer.observability.otel import OTelHooks, carrier_of
 from queue_consumer.observability.propagation import inject_trace_context
 from queue_consumer.testing import wait_until
-
-NEW_CORE = hasattr(ConsumerHooks, "handler_context")  # TODO(merge): drop once the core landed
-needs_core = pytest.mark.skipif(not NEW_CORE, reason="needs the core's handler_context hook")
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,6 @@ def test_inject_only_with_a_current_span(
     assert full is not None and "traceparent" not in full
 
 
-@needs_core
 def test_the_handler_runs_in_the_span_of_its_chunk(
     make_sqlite: Callable[..., SQLiteQueue], tracing: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
@@ -160,7 +156,6 @@ def test_the_handler_runs_in_the_span_of_its_chunk(
     assert all(s.attributes["messaging.system"] == "sqlite" for s in processes.values())
 
 
-@needs_core
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_producer_to_sqs_to_consumer_is_one_trace(
     mode: str,
@@ -223,10 +218,9 @@ def test_log_lines_of_a_failed_chunk_carry_queue_ids_and_trace(
     (failed,) = [line for line in lines if "handler failed" in line["message"]]
     assert failed["queue"] == queue.queue
     assert failed["message_ids"] == ["1"]
-    if NEW_CORE:
-        (span,) = _process_spans(exporter)
-        assert failed["trace_id"] == format(span.context.trace_id, "032x")
-        assert failed["span_id"] == format(span.context.span_id, "016x")
+    (span,) = _process_spans(exporter)
+    assert failed["trace_id"] == format(span.context.trace_id, "032x")
+    assert failed["span_id"] == format(span.context.span_id, "016x")
 
 
 TRACED_TASKS = """
@@ -250,7 +244,6 @@ def handle(messages):
 """
 
 
-@needs_core
 def test_cli_otel_traces_and_logs_trace_ids(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}?queue=mail&max_attempts=1"
     (tmp_path / "tasks.py").write_text(TRACED_TASKS)

@@ -18,14 +18,13 @@ pytest.importorskip("prometheus_client")
 import obs_handlers
 from probes import get, probe, scrape, value
 
-from queue_consumer import Consumer, ConsumerHooks
+from queue_consumer import Consumer
 from queue_consumer.adapters.sqlite import SQLiteQueue
 from queue_consumer.errors import ConfigurationError
 from queue_consumer.observability.prometheus import PrometheusHooks
 from queue_consumer.observability.server import serve
 from queue_consumer.testing import wait_until
 
-NEW_CORE = hasattr(ConsumerHooks, "on_get")  # TODO(merge): drop once the core has landed
 N = 40
 FAILING = [b for b in range(N) if b % 7 == 0]  # obs_handlers.handle fails these
 
@@ -49,13 +48,12 @@ def test_scraped_numbers_match_the_run(make_sqlite: Callable[..., SQLiteQueue]) 
     with serve(consumer, port=0, metrics=metrics) as server:
         consumer.start()
         try:
-            wait_until(lambda: consumer.statistics().in_flight >= 3, timeout=10)
+            wait_until(lambda: consumer.statistics().handlers_busy == 3, timeout=10)
             during = scrape(server.url)
             assert value(during, "queue_consumer_messages_in_flight") >= 3
             assert value(during, "queue_consumer_messages_settled_total", outcome="succeeded") == 0
-            if NEW_CORE:
-                assert value(during, "queue_consumer_handler_slots_busy") == 3
-                assert value(during, "queue_consumer_handler_slots") == 3
+            assert value(during, "queue_consumer_handler_slots_busy") == 3
+            assert value(during, "queue_consumer_handler_slots") == 3
             gate.set()
             wait_until(lambda: _settled(consumer) == N, timeout=20)
             wait_until(lambda: queue.stats()["dead_letters"] == len(FAILING), timeout=10)
@@ -66,10 +64,11 @@ def test_scraped_numbers_match_the_run(make_sqlite: Callable[..., SQLiteQueue]) 
                 ),
                 timeout=10,
             )
-            after = scrape(server.url)
-            stats = consumer.statistics()
+            assert value(scrape(server.url), "queue_consumer_live") == 1
         finally:
             consumer.shutdown()
+        after = scrape(server.url)  # stopped: every counter holds still, to compare exactly
+        stats = consumer.statistics()
     assert value(after, "queue_consumer_messages_received_total") == stats.received == N
     assert value(after, "queue_consumer_messages_started_total") == N
     assert value(after, "queue_consumer_get_calls_total") == stats.get_calls
@@ -88,12 +87,11 @@ def test_scraped_numbers_match_the_run(make_sqlite: Callable[..., SQLiteQueue]) 
     top = value(after, "queue_consumer_process_duration_seconds_bucket", error_type="", le="3600.0")
     assert top == ok
     assert value(after, "queue_consumer_queue_messages", state="visible") == 0
-    assert value(after, "queue_consumer_live") == 1
-    if NEW_CORE:
-        gets = value(
-            after, "queue_consumer_operation_duration_seconds_count", operation="get", error_type=""
-        )
-        assert gets == stats.get_calls
+    assert value(after, "queue_consumer_live") == 0  # stopped
+    gets = value(
+        after, "queue_consumer_operation_duration_seconds_count", operation="get", error_type=""
+    )
+    assert gets == stats.get_calls
 
 
 def test_process_mode_exports_from_the_parent(make_sqlite: Callable[..., SQLiteQueue]) -> None:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,11 +33,15 @@ def listener() -> Iterator[socket.socket]:
 
 
 def _lines(sock: socket.socket, into: list[str]) -> list[str]:
+    """Add what has arrived (for at most half a second: an idle consumer never stops
+    sending ``requested``) to ``into``."""
+    deadline = time.monotonic() + 0.5
     try:
-        while True:
+        while time.monotonic() < deadline:
             into.extend(sock.recv(65535).decode().splitlines())
     except TimeoutError:
-        return into
+        pass
+    return into
 
 
 def _totals(lines: list[str]) -> Counter[str]:

@@ -35,13 +35,10 @@ def set_trace(trace_id: int, span_id: int) -> None:
     _local.trace = (format(trace_id, "032x"), format(span_id, "016x"))
 
 
-def clear_trace() -> None:
-    _local.trace = None
-
-
 class LogContext(ConsumerHooks, logging.Filter):
     """Puts ``queue``, ``message_ids`` (at most ``max_ids``), ``trace_id`` and ``span_id`` on
-    the log records of a chunk's slot thread, from the chunk's start to its end."""
+    the log records of a chunk's slot thread, from the chunk's start until that slot starts
+    its next chunk: the lines about a chunk's failure and settling come after its handler."""
 
     def __init__(self, queue: Any = None, *, max_ids: int = 100) -> None:
         logging.Filter.__init__(self)
@@ -51,11 +48,6 @@ class LogContext(ConsumerHooks, logging.Filter):
     def on_chunk_started(self, chunk: Sequence[Any]) -> None:
         ids = [message_id(message) for message in chunk[: self.max_ids]]
         _local.chunk = [i for i in ids if i is not None]
-
-    def on_chunk_finished(
-        self, succeeded: Sequence[Any], failed: Sequence[Any], error: str | None, duration: float
-    ) -> None:
-        _local.chunk = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         ids = getattr(_local, "chunk", None)

@@ -130,8 +130,7 @@ class OTelHooks(ConsumerHooks):
         self, succeeded: Sequence[Any], failed: Sequence[Any], error: str | None, duration: float
     ) -> None:
         span = getattr(self._local, "span", None)
-        self._local.span = None
-        logs.clear_trace()
+        self._local.span = None  # logs keep its ids: the failure is logged after this
         kind = error_type(error)
         if self._meters is not None:
             self._meters.processed(duration, kind)
