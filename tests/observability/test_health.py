@@ -274,3 +274,18 @@ def test_health_command_reads_the_file(tmp_path: Path) -> None:
     os.utime(path, (old, old))
     stale = health("--max-age", "60")
     assert stale.returncode == 1 and "old" in stale.stderr
+
+
+def test_consumer_health_uses_the_health_hooks_it_was_given(
+    make_sqlite: Callable[..., SQLiteQueue],
+) -> None:
+    health = HealthHooks(stall_after=None)
+    consumer = Consumer(make_sqlite(), _noop, max_workers=1, max_handlers=1, hooks=[health])
+    assert consumer.health().reason == "starting: the consumer was not started yet"
+    assert health.consumer is consumer  # found among the hooks and bound
+    with consumer:
+        wait_until(lambda: consumer.health().ready, timeout=10)
+    plain = Consumer(make_sqlite(), _noop, max_workers=1, max_handlers=1)
+    with plain:
+        wait_until(lambda: plain.health().ready, timeout=10)  # a default judge
+    assert plain.health().live is False  # stopped
