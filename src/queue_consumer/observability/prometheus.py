@@ -245,6 +245,12 @@ class _Collector(Collector):
         for outcome in ("succeeded", "failed", "released"):
             settled.add_metric([*values, outcome], getattr(stats, outcome))
         yield settled
+        yield family(
+            CounterMetricFamily,
+            "messages_dead_lettered_total",
+            "Of the failed messages, those sent to dead_letter (a permanent failure)",
+            stats.dead_lettered,
+        )
         errors = family(
             CounterMetricFamily,
             "errors_total",
