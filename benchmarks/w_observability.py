@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from queue_consumer import Consumer
+from queue_consumer import Consumer, ConsumerHooks
 
 from . import _runners
 from ._harness import Plan, Row, Target
@@ -34,6 +34,13 @@ def plan(quick: bool) -> Plan:
         ),
         Row("plain", "Consumer", config, n, {**spec, "run": "plain"}),
         Row(
+            "hooked",
+            "Consumer + ConsumerHooks()",
+            f"{config}; one no-op hook (the core's hook calls alone)",
+            n,
+            {**spec, "run": "hooked"},
+        ),
+        Row(
             "prometheus",
             "Consumer + PrometheusHooks",
             f"{config}; /metrics scraped every 1 s",
@@ -47,6 +54,20 @@ def plan(quick: bool) -> Plan:
             n,
             {**spec, "run": "otel"},
         ),
+        Row(
+            "plain10",
+            "Consumer",
+            config.replace("bulk 1", "bulk 10"),
+            n,
+            {**spec, "run": "plain", "bulk": 10},
+        ),
+        Row(
+            "otel10",
+            "Consumer + OTelHooks",
+            config.replace("bulk 1", "bulk 10") + "; a span per chunk of 10",
+            n,
+            {**spec, "run": "otel", "bulk": 10},
+        ),
     ]
     return Plan(
         "OBS",
@@ -56,6 +77,7 @@ def plan(quick: bool) -> Plan:
         targets=[
             Target("OBS Prometheus hooks + scrapes vs without", "prometheus", "plain", 0.9),
             Target("OBS OTel tracing (SDK, discarding) vs without", "otel", "plain", 0.5),
+            Target("OBS OTel tracing, bulk 10, vs without", "otel10", "plain10", 0.5),
         ],
         runs=3,
     )
@@ -74,7 +96,7 @@ def trial(spec: dict[str, Any]) -> dict[str, Any]:
         seconds = _runners.bare_loop(queue, noop)
         problems = queue.problems()
         return {"ok": not problems, "seconds": seconds, "error": "; ".join(problems)}
-    hooks: list[Any] = []
+    hooks: list[Any] = [ConsumerHooks()] if spec["run"] == "hooked" else []
     server: Any = None
     provider: Any = None
     if spec["run"] == "prometheus":
@@ -93,7 +115,12 @@ def trial(spec: dict[str, Any]) -> dict[str, Any]:
         provider.add_span_processor(Discard())
         hooks.append(OTelHooks(queue, tracer_provider=provider))
     consumer = Consumer(
-        queue, noop, max_workers=WORKERS, max_handlers=HANDLERS, messages_bulk_size=1, hooks=hooks
+        queue,
+        noop,
+        max_workers=WORKERS,
+        max_handlers=HANDLERS,
+        messages_bulk_size=spec.get("bulk", 1),
+        hooks=hooks,
     )
     stop, scrapes = threading.Event(), []
     scraper = None

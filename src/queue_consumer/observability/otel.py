@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .. import __version__
@@ -83,15 +83,11 @@ class OTelHooks(ConsumerHooks):
         self._local = threading.local()
         self._meters = _Instruments(meter_provider, self._attributes) if meter_provider else None
 
-    def handler_context(
-        self, chunk: Sequence[Any]
-    ) -> contextlib.AbstractContextManager[Callable[[], contextlib.AbstractContextManager[object]]]:
-        return self._process(chunk)
+    def handler_context(self, chunk: Sequence[Any]) -> _ProcessSpan:
+        return _ProcessSpan(self, chunk)
 
-    @contextlib.contextmanager
-    def _process(
-        self, chunk: Sequence[Any]
-    ) -> Iterator[Callable[[], contextlib.AbstractContextManager[object]]]:
+    def _start(self, chunk: Sequence[Any]) -> trace.Span:
+        """Start the chunk's span (it ends in ``on_chunk_finished``, which knows the outcome)."""
         self._end_stale()
         fields = _fields()
         contexts = [_span_context(carrier_of(message, fields)) for message in chunk]
@@ -119,12 +115,7 @@ class OTelHooks(ConsumerHooks):
         self._local.span = span
         ids = span.get_span_context()
         logs.set_trace(ids.trace_id, ids.span_id)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield _Attach(span)
-        finally:
-            otel_context.detach(token)
-        # The span ends in on_chunk_finished, which knows how the chunk ended.
+        return span
 
     def on_chunk_finished(
         self, succeeded: Sequence[Any], failed: Sequence[Any], error: str | None, duration: float
@@ -185,6 +176,26 @@ def attached(carrier: dict[str, str]) -> Iterator[None]:
         otel_context.detach(token)
 
 
+class _ProcessSpan:
+    """``OTelHooks.handler_context``: the chunk's span is current in the slot's thread while
+    the handler runs; what it yields carries the span into a handler process."""
+
+    __slots__ = ("_chunk", "_hooks", "_token")
+
+    def __init__(self, hooks: OTelHooks, chunk: Sequence[Any]) -> None:
+        self._hooks = hooks
+        self._chunk = chunk
+        self._token: object = None
+
+    def __enter__(self) -> _Attach:
+        span = self._hooks._start(self._chunk)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return _Attach(span)
+
+    def __exit__(self, *exc_info: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
 class _Attach:
     """What ``handler_context`` yields: a zero-argument callable that makes the span's context
     current. It pickles (process mode) as ``partial(attached, carrier)``, the W3C carrier
@@ -207,8 +218,16 @@ class _Attach:
         return carrier
 
 
+_FIELDS: tuple[Any, set[str]] = (None, set())
+
+
 def _fields() -> set[str]:
-    return set(propagate.get_global_textmap().fields) or {"traceparent", "tracestate"}
+    """The carrier keys the global propagator reads (cached while it stays the same)."""
+    global _FIELDS
+    textmap = propagate.get_global_textmap()
+    if _FIELDS[0] is not textmap:
+        _FIELDS = (textmap, set(textmap.fields) or {"traceparent", "tracestate"})
+    return _FIELDS[1]
 
 
 def carrier_of(message: Any, fields: set[str] | None = None) -> dict[str, str] | None:
