@@ -32,7 +32,7 @@ def test_broker_down_is_not_ready_but_live(sqs_env: dict[str, str]) -> None:
             client = sqs_server.boto3.client("sqs", endpoint_url=endpoint)
             url = client.create_queue(QueueName="down")["QueueUrl"]
             with SQSQueue(
-                queue_url=url, endpoint_url=endpoint, wait_time_seconds=1, max_attempts=1
+                queue_url=url, endpoint_url=endpoint, wait_time_seconds=1, request_attempts=1
             ) as queue:
                 consumer = Consumer(queue, _noop, max_workers=1, max_handlers=1)
                 health = HealthHooks(stall_after=None).bind(consumer)

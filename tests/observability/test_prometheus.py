@@ -246,3 +246,34 @@ def test_handlers_own_metrics_from_children_on_the_same_port(
             consumer.shutdown()
     assert value(samples, "obs_emails_sent_total") == 5  # summed over the children
     assert value(samples, "queue_consumer_messages_settled_total", outcome="succeeded") == 5
+
+
+def test_sqs_queue_depth_is_exported_once_per_state(make_queue: Callable[..., str]) -> None:
+    from queue_consumer.adapters.sqs import SQSQueue
+
+    with SQSQueue(queue_url=make_queue(), wait_time_seconds=1) as queue:
+        queue.put_many(["a", "b"])
+        metrics = PrometheusHooks(queue_stats_interval=0.1)
+        consumer = Consumer(queue, obs_handlers.handle, max_workers=1, max_handlers=1)
+        with serve(consumer, port=0, metrics=metrics) as server:  # not started: all visible
+            wait_until(
+                lambda: (
+                    ("queue_consumer_queue_messages", frozenset({("state", "visible")}))
+                    in scrape(server.url)
+                ),
+                timeout=20,
+            )
+            status, body = get(server.url + "/metrics")
+    assert status == 200
+    states = [
+        line for line in body.splitlines() if line.startswith("queue_consumer_queue_messages{")
+    ]
+    assert len(states) == len(set(states))
+    assert sorted(line.split('state="')[1].split('"')[0] for line in states) == [
+        "delayed",
+        "depth",
+        "in_flight",
+        "visible",
+    ]
+    assert 'messaging_system="aws_sqs"' in states[0]
+    assert all(line.endswith(" 2.0") for line in states if 'state="visible"' in line)

@@ -323,9 +323,8 @@ class _Collector(Collector):
             "Messages in the queue by state, from queue.stats() (sampled)",
             labels=[*self.names, "state"],
         )
-        for key, value in sample.stats.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metric.add_metric([*self.values, _STATS_STATES.get(key, key)], value)
+        for state, value in _states(sample.stats).items():
+            metric.add_metric([*self.values, state], value)
         yield metric
         when = GaugeMetricFamily(
             PREFIX + "queue_stats_timestamp_seconds",
@@ -354,6 +353,21 @@ class _Collector(Collector):
             for labels, buckets, total in histogram.rows():
                 metric.add_metric([*self.values, *labels], buckets, total)
             yield metric
+
+
+def _states(stats: Any) -> dict[str, float]:
+    """``queue.stats()``'s numbers by state; a broker's own name (SQS's) only where the
+    common key (``in_flight``...) is missing, so that no state is exported twice."""
+    numbers = {
+        key: float(value)
+        for key, value in stats.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    states = {key: value for key, value in numbers.items() if key not in _STATS_STATES}
+    for key, state in _STATS_STATES.items():
+        if key in numbers:
+            states.setdefault(state, numbers[key])
+    return states
 
 
 _GAUGES = (
