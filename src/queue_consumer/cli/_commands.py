@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._urls import open_queue
 from ..errors import ConfigurationError
 from ._observing import observing
-from ._options import ENV_PREFIX, EXIT_ERROR, EXIT_OK, PROG, UsageError
+from ._options import ENV_PREFIX, EXIT_ERROR, EXIT_OK, PROG, RUN_SETTINGS, UsageError
 
 SEND_CHUNK = 500  # messages per put_many call: bounded memory for huge input files
 
@@ -137,16 +137,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"a MODULE:HANDLER is required (or {ENV_PREFIX}HANDLER)")
     url = _require_queue(args, "--queue URL")
     handler = load_object(args.handler)
+    given = {dest: getattr(args, dest) for dest in RUN_SETTINGS}
     options: dict[str, Any] = {
-        "max_workers": args.workers,
-        "max_handlers": args.handlers,
-        "messages_bulk_size": args.bulk_size,
-        "worker_polling_time": args.polling_time,
-        "handler_timeout": args.handler_timeout,
-        "max_stuck_handlers": args.max_stuck_handlers,
-        "shutdown_timeout": args.shutdown_timeout,
+        RUN_SETTINGS[dest]: value
+        for dest, value in given.items()
+        if value is not None and value is not False  # not given (0 is a value)
     }
-    options = {name: value for name, value in options.items() if value is not None}
     if args.initializer:
         options["pool_initializer"] = load_object(args.initializer, "initializer")
     if args.processes:

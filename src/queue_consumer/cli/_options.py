@@ -17,6 +17,23 @@ ENV_PREFIX = "QUEUE_CONSUMER_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+#: `run`'s options and the consumer setting (``queue_consumer._config.Config``) each sets;
+#: a test checks that every setting has one, so a new setting cannot be forgotten here.
+RUN_SETTINGS = {
+    "workers": "max_workers",
+    "handlers": "max_handlers",
+    "bulk_size": "messages_bulk_size",
+    "polling_time": "worker_polling_time",
+    "initializer": "pool_initializer",
+    "processes": "with_thread_executor",
+    "handler_timeout": "handler_timeout",
+    "max_stuck_handlers": "max_stuck_handlers",
+    "shutdown_timeout": "shutdown_timeout",
+    "settle_delay": "settle_delay",
+    "start_method": "mp_context",
+}
+
+
 class UsageError(Exception):
     """A bad command line or environment value: one line on stderr, exit 2."""
 
@@ -289,6 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
         convert=_seconds,
         metavar="S",
         help="longest wait for running handlers on stop",
+    )
+    _add(
+        run,
+        "--settle-delay",
+        convert=_seconds,
+        metavar="S",
+        help="longest a handled message waits for its batched settle call (0: none)",
+    )
+    _add(
+        run,
+        "--start-method",
+        convert=_choice("forkserver", "spawn", "fork"),
+        metavar="NAME",
+        help="how --processes starts handler processes (default forkserver, else spawn)",
     )
     _observability(run)
     _common(run)

@@ -449,7 +449,7 @@ if TYPE_CHECKING:  # mypy proves the capabilities SQLiteQueue claims (the consum
         _dead: SupportsDeadLetter[SQLiteMessage] = queue
         _release: SupportsRelease[SQLiteMessage] = queue
         _extend: SupportsExtend[SQLiteMessage] = queue
+        _interrupt: SupportsInterrupt = queue
         _close: SupportsClose = queue
         _stats: SupportsStats = queue
         _dead_letters: SupportsDeadLetters = queue
-        _interrupt: SupportsInterrupt = queue
