@@ -189,6 +189,30 @@ def _common(parser: argparse.ArgumentParser, log_level: str = "info") -> None:
     _add(group, "--traceback", action="store_true", help="print tracebacks of errors")
 
 
+def _observability(run: argparse.ArgumentParser) -> None:
+    """Metrics, probes, statsd and tracing of `run` (queue_consumer.observability)."""
+    group = run.add_argument_group("observability")
+    port = _int_at_least(0)
+    _add(
+        group, "--metrics-port", convert=port, metavar="PORT", help="serve /metrics /livez /readyz"
+    )
+    _add(group, "--metrics-host", default="127.0.0.1", metavar="HOST", help="address to serve on")
+    _add(group, "--health-file", metavar="PATH", help="touched every supervise tick while live")
+    _add(group, "--stall-after", convert=_seconds, default=60.0, metavar="S", help="stall window")
+    _add(group, "--stall-is-fatal", action="store_true", help="a stall makes /livez fail")
+    _add(group, "--statsd", metavar="HOST:PORT", help="send statsd metrics (UDP)")
+    _add(group, "--statsd-prefix", default="queue_consumer", metavar="P", help="statsd names")
+    _add(
+        group,
+        "--statsd-tags",
+        convert=_choice("dogstatsd", "influx", "none"),
+        default="dogstatsd",
+        metavar="FORM",
+        help="dogstatsd, influx or none",
+    )
+    _add(group, "--otel", action="store_true", help="trace chunks with OpenTelemetry")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -260,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="how --processes starts handler processes (default forkserver, else spawn)",
     )
+    _observability(run)
     _common(run)
+
+    health = commands.add_parser("health", help="exit 0 if a consumer's health file is fresh")
+    _add(health, "--file", dest="health_file", metavar="PATH", help="the run's --health-file")
+    _add(health, "--max-age", convert=_seconds, default=60.0, metavar="S", help="older: exit 1")
+    _common(health, log_level="warning")
 
     send = commands.add_parser("send", help="put messages on a queue")
     _add(send, "queue", nargs="?", metavar="URL", help="queue URL")
