@@ -100,7 +100,9 @@ def connections_named(name: str) -> list[str]:
         timeout=60,
         check=True,
     ).stdout
-    return [line.split("\t", 1)[0] for line in out.splitlines() if f'<<"{name}">>' in line]
+    return [
+        line.split("\t", 1)[0] for line in out.splitlines() if f'"connection_name","{name}"' in line
+    ]
 
 
 def close_connections(name: str) -> int:
