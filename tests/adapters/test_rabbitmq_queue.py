@@ -333,3 +333,38 @@ def test_password_never_shown(
     assert any("***" in text for text in shown)
     for text in shown:
         assert password not in text
+
+
+def test_heartbeats_flow_while_a_handler_runs_long(make_queue: MakeQueue, rabbit: str) -> None:
+    name = unique()
+    queue = from_url(f"{rabbit}?queue={name}&heartbeat=1&wait_time=0.2")
+    try:
+        queue.put("slow")
+        done: list[str] = []
+
+        def handler(messages: Iterator[RabbitMQMessage]) -> None:
+            for message in messages:
+                time.sleep(3.5)  # more than twice the heartbeat: pika alone would be dropped
+                done.append(message.body)
+
+        with Consumer(queue, handler, max_workers=1, max_handlers=1):
+            wait_until(lambda: done == ["slow"], timeout=30)
+        wait_until(lambda: queue.stats()["held"] == 0)
+        stats = queue.stats()
+        assert stats["reconnects"] == 0 and stats["invalid_receipts"] == 0
+        assert stats["depth"] == 0
+    finally:
+        queue.delete()
+        queue.close()
+
+
+def test_a_delivery_held_near_the_consumer_timeout_is_reported(
+    make_queue: MakeQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker's own timeout (30 min here) cannot be waited for: tell the queue it is 1 s.
+    queue = make_queue(consumer_timeout=1.0)
+    queue.put("m")
+    [message] = get_n(queue, 1)
+    wait_until(lambda: queue.stats()["aging_deliveries"] == 1, timeout=10)
+    assert "consumer_timeout" in caplog.text
+    queue.cleanup([message])
