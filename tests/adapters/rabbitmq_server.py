@@ -36,7 +36,7 @@ require_server = _load_require_server()
 AMQP_URL = os.environ.get("QC_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-def unique(prefix: str = "qc-test") -> str:
+def unique(prefix: str = "qc-rmq-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
@@ -63,6 +63,8 @@ def make_queue(rabbit: str) -> Iterator[Callable[..., RabbitMQQueue]]:
         return queue
 
     yield make
+    for queue in made:  # first: a consumer whose queue is deleted would declare it again
+        queue.close()
     deleted: set[str] = set()
     for queue in made:
         if queue.queue not in deleted:
@@ -73,7 +75,6 @@ def make_queue(rabbit: str) -> Iterator[Callable[..., RabbitMQQueue]]:
                 cleaner.close()
             except Exception as exc:  # pragma: no cover - report, do not hide the test's result
                 print(f"could not delete RabbitMQ queue {queue.queue}: {exc!r}")
-        queue.close()
 
 
 def _same_topology(queue: RabbitMQQueue) -> dict[str, Any]:
