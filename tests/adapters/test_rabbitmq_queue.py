@@ -319,7 +319,7 @@ def test_password_never_shown(
     queue = from_url(f"{secret_user}?queue={name}&connection_name={name}")
     try:
         queue.put("m")
-        shown = [repr(queue), str(queue.stats()), repr(queue.settings.keywords().keys())]
+        shown = [repr(queue), str(queue.stats()), repr(queue.settings), str(queue.settings)]
         queue.recover()  # logs a reconnect, with the URL
         wait_until(lambda: queue.stats()["reconnects"] == 1)
         with pytest.raises(RabbitMQError) as info:

@@ -8,7 +8,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pika
 
@@ -532,3 +532,22 @@ def from_url(url: str) -> RabbitMQQueue:
 
 def _restore(cls: type[RabbitMQQueue], settings: dict[str, Any]) -> RabbitMQQueue:
     return cls(**settings)
+
+
+if TYPE_CHECKING:  # the capabilities RabbitMQQueue claims, checked by mypy
+    from ..._protocols import (
+        SupportsCleanup,
+        SupportsClose,
+        SupportsDeadLetters,
+        SupportsRejectWithError,
+        SupportsRelease,
+        SupportsStats,
+    )
+
+    def _claims(queue: RabbitMQQueue) -> None:
+        _cleanup: SupportsCleanup[RabbitMQMessage] = queue
+        _reject: SupportsRejectWithError[RabbitMQMessage] = queue
+        _release: SupportsRelease[RabbitMQMessage] = queue
+        _close: SupportsClose = queue
+        _stats: SupportsStats = queue
+        _dead: SupportsDeadLetters = queue

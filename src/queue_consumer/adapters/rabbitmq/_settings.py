@@ -138,6 +138,10 @@ class Settings:
             max_reconnect_delay=max(max_reconnect_delay, reconnect_delay),
         )
 
+    def __repr__(self) -> str:  # the URL's password masked, as everywhere
+        shown = {**self.keywords(), "url": redact(self.url)}
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
     def keywords(self) -> dict[str, Any]:
         """The keyword arguments that open this queue again (pickling, process mode)."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
