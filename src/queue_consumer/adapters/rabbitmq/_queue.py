@@ -40,10 +40,12 @@ _COUNTERS = ("dead_lettered", "dead_letter_failures", "retried", "retry_fallback
 class RabbitMQQueue:
     """A RabbitMQ queue (AMQP 0.9.1, pika) for ``Consumer``: classic or quorum.
 
-    >>> with RabbitMQQueue("amqp://guest:guest@127.0.0.1/%2F", "emails") as queue:
-    ...     queue.put({"to": "ann@example.com"})
-    ...     [message] = queue.get()
-    ...     queue.cleanup([message])
+    ::
+
+        with RabbitMQQueue("amqp://guest:guest@127.0.0.1/%2F", "emails") as queue:
+            queue.put({"to": "ann@example.com"})     # returns the message id
+            [message] = queue.get()                  # message.body == {"to": ...}
+            queue.cleanup([message])
 
     One I/O thread owns the connection; ``get()`` takes deliveries from a buffer filled by
     ``basic.consume`` with ``prefetch`` unacknowledged deliveries at most. Set ``prefetch``
