@@ -20,7 +20,7 @@ from queue_consumer.adapters.rabbitmq import (
     RabbitMQQueue,
     from_url,
 )
-from queue_consumer.errors import ConfigurationError
+from queue_consumer.errors import ConfigurationError, PermanentFailure
 from queue_consumer.testing import check_queue_contract, wait_until
 
 __all__ = ["make_queue", "rabbit"]  # fixtures
@@ -140,6 +140,20 @@ def test_poison_to_dead_letters_and_redrive(make_queue: MakeQueue) -> None:
     queue.cleanup([back])
     stats = queue.stats()
     assert stats["dead_letters"] == 0 and stats["dead_lettered"] == 1
+
+
+def test_permanent_failure_is_dead_lettered_at_once(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_attempts=5)
+    queue.put("bad")
+
+    def handler(messages: Iterator[RabbitMQMessage]) -> None:
+        for message in messages:
+            raise PermanentFailure(f"never: {message.body}")
+
+    with Consumer(queue, handler, max_workers=1, max_handlers=1):
+        wait_until(lambda: queue.stats()["dead_letters"] == 1, 20, message="dead-lettered")
+    [letter] = queue.dead_letters()
+    assert letter.attempts == 1 and "never: bad" in (letter.last_error or "")
 
 
 def test_retry_requeue_on_quorum(make_queue: MakeQueue) -> None:

@@ -126,6 +126,18 @@ class RabbitMQQueue:
             action = lambda session, live: self._reject_now(session, live, error)  # noqa: E731
             self._link.settle(batch, action, wait=self._settings.operation_timeout)
 
+    def dead_letter(self, messages: Iterable[RabbitMQMessage], *, error: str | None = None) -> None:
+        """Dead-letter at once (a handler raised ``PermanentFailure``): a confirmed copy in
+        ``dead_letter_queue``, then the original acked."""
+        batch = checked(messages)
+
+        def bury(session: Session, live: _Live) -> None:
+            for message, delivery in live:
+                self._bury(session, message, delivery, error)
+
+        if batch:
+            self._link.settle(batch, bury, wait=self._settings.operation_timeout)
+
     def recover(self) -> None:
         """Give back every delivery not settled yet, as a lost connection does (AMQP has
         no lease to let expire): the consuming channel is closed, the broker requeues,
