@@ -70,6 +70,7 @@ class Session:
         self.connection = connection
         self.generation = generation
         self.consume = connection.channel()
+        self._raw = getattr(self.consume, "_impl", self.consume)  # pika's async channel
         self.publisher = connection.channel()
         self.publisher.confirm_delivery()
         self.unacked: dict[int, Delivery] = {}
@@ -77,6 +78,18 @@ class Session:
         self.declared: set[str] = set()
         self.cancelled = False
         self._scratch: Any = None
+
+    def ack(self, tag: int) -> None:
+        """``basic.ack`` of one tag, written out with the next ``process_data_events``.
+
+        pika's blocking channel flushes the socket after every call: one ``send`` (and one
+        GIL hand-over) per ack. Its underlying channel queues the frame instead, so the acks
+        of one pass of the I/O loop leave in one write."""
+        self._raw.basic_ack(delivery_tag=tag, multiple=False)
+
+    def nack(self, tag: int) -> None:
+        """``basic.nack(requeue=True)`` of one tag (never ``multiple``), queued like ``ack``."""
+        self._raw.basic_nack(delivery_tag=tag, multiple=False, requeue=True)
 
     def publish(self, routing_key: str, body: bytes, properties: Any) -> bool:
         """Publish to the default exchange, mandatory, and wait for the broker's confirm.
@@ -430,7 +443,7 @@ class Link(Generic[M]):
             message = self._make_message(session.generation, method, properties, body)
         except Exception:  # never leave a delivery unaccounted for: back it goes
             log.exception("RabbitMQ %s: cannot read a delivery; requeued", self.describe)
-            channel.basic_nack(tag, requeue=True)
+            session.nack(tag)
             return
         session.unacked[tag] = Delivery(tag, body, properties, time.monotonic())
         with self._available:

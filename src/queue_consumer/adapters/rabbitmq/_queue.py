@@ -445,7 +445,7 @@ class RabbitMQQueue:
         if error:
             headers[wire.ERROR] = error[-_MAX_ERROR:]
         if session.publish(name, delivery.body, _copy(delivery.properties, headers)):
-            session.consume.basic_ack(delivery.tag)
+            session.ack(delivery.tag)
             self._count(retried=1)
         else:  # not confirmed: back at once rather than lost
             session.consume.basic_reject(delivery.tag, requeue=True)
@@ -462,10 +462,10 @@ class RabbitMQQueue:
         }
         properties = _copy(delivery.properties, headers)
         if session.publish(self._settings.dead_letter_queue, delivery.body, properties):
-            session.consume.basic_ack(delivery.tag)  # the copy is confirmed: remove
+            session.ack(delivery.tag)  # the copy is confirmed: remove
             self._count(dead_lettered=1)
         else:  # a duplicate later, never a loss
-            session.consume.basic_nack(delivery.tag, requeue=True)
+            session.nack(delivery.tag)
             self._count(dead_letter_failures=1)
 
     def _count(self, **deltas: int) -> None:
@@ -476,12 +476,12 @@ class RabbitMQQueue:
 
 def _ack(session: Session, live: _Live) -> None:
     for _, delivery in live:
-        session.consume.basic_ack(delivery.tag)
+        session.ack(delivery.tag)
 
 
 def _nack(session: Session, live: _Live) -> None:
     for _, delivery in live:
-        session.consume.basic_nack(delivery.tag, requeue=True)
+        session.nack(delivery.tag)
 
 
 def _copy(properties: Any, headers: Mapping[str, Any] | None = None, *, reset: bool = False) -> Any:
