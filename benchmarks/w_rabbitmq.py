@@ -72,8 +72,9 @@ NOTE = (
     "Consuming is pushed (basic.consume) and an ack has no reply, so every runner makes no "
     "round trip per message: one ack frame each (the adapter acks one tag at a time, never "
     "`multiple`). The bare loop writes each ack at once (pika's blocking channel flushes "
-    "after every call); the adapter writes the acks of one I/O-loop pass together. Celery's clock starts at its first handled message (its worker is a "
-    "subprocess that takes seconds to boot); every other clock starts before connecting."
+    "after every call); the adapter writes the acks of one I/O-loop pass together. "
+    "Celery's clock starts at its first handled message (its worker is a subprocess that "
+    "takes seconds to boot); every other clock starts before connecting."
 )
 
 
