@@ -52,8 +52,8 @@ class RabbitMQMessage:
 
     ``delivery_count`` is 1 on the first delivery: the attempts carried in the
     ``x-qc-attempts`` header by retried copies, plus a quorum queue's ``x-delivery-count``
-    (returns the broker counted), plus one. ``redelivered`` is the broker's flag (a
-    classic queue says only that, not how often). ``headers`` are the message's own
+    (returns the broker counted; on a classic queue, which says only ``redelivered``, one
+    if it is set), plus one. ``headers`` are the message's own
     headers (trace context too); ``properties`` its other AMQP properties as plain values.
     """
 
@@ -98,9 +98,14 @@ def checked(messages: Iterable[RabbitMQMessage]) -> list[RabbitMQMessage]:
     return batch
 
 
-def attempts_before(headers: Mapping[str, Any]) -> int:
-    """Deliveries this message had before the present one: carried plus broker-counted."""
-    return _int(headers.get(ATTEMPTS)) + _int(headers.get(QQ_COUNT))
+def attempts_before(headers: Mapping[str, Any], redelivered: bool = False) -> int:
+    """Deliveries this message had before the present one: those a retried copy carries,
+    plus the broker's returns. A quorum queue counts them (``x-delivery-count``); a classic
+    queue only says ``redelivered``, which counts as one (at least one, truly)."""
+    returns = _int(headers.get(QQ_COUNT))
+    if redelivered:
+        returns = max(returns, 1)
+    return _int(headers.get(ATTEMPTS)) + returns
 
 
 def decode_body(data: bytes, headers: Mapping[str, Any], content_type: str | None) -> Any:

@@ -408,7 +408,7 @@ class RabbitMQQueue:
         return RabbitMQMessage(
             id=str(properties.message_id or f"{generation}.{method.delivery_tag}"),
             body=wire.decode_body(body, headers, properties.content_type),
-            delivery_count=wire.attempts_before(headers) + 1,
+            delivery_count=wire.attempts_before(headers, bool(method.redelivered)) + 1,
             delivery_tag=method.delivery_tag,
             generation=generation,
             owner=self._link.owner,
@@ -512,7 +512,9 @@ def _dead_letter(properties: Any, body: bytes, queue: str) -> DeadLetter:
     return DeadLetter(
         id=str(properties.message_id),
         body=wire.decode_body(body, headers, properties.content_type),
-        attempts=wire.attempts_before(headers),
+        # What the dead-lettering copy carried (a quorum dead-letter queue counts the reads
+        # of dead_letters() in x-delivery-count: not attempts).
+        attempts=int(headers.get(wire.ATTEMPTS) or headers.get(wire.QQ_COUNT) or 0),
         last_error=None if error is None else str(error),
         died_at=None if died is None else int(died) / 1000,
         queue=str(headers.get(wire.ORIGIN, queue)),
