@@ -38,8 +38,8 @@ class LeaseLike:
     """The queue for check_queue_contract, whose messages "left alone come back after their
     lease". AMQP has no lease: a delivery comes back when its channel closes. So before
     the check's third ``put`` (the drain by a consumer, whose handlers hold deliveries
-    while other workers find none), a ``get()`` that finds nothing while deliveries are held closes the channel
-    (``recover()``), which is what a consumer that died would do."""
+    while other workers find none), a ``get()`` that finds nothing while deliveries are
+    held closes the channel (``recover()``), which is what a consumer that died would do."""
 
     def __init__(self, queue: RabbitMQQueue) -> None:
         self.queue = queue
@@ -66,7 +66,7 @@ def test_contract(make_queue: MakeQueue, queue_type: str) -> None:
     # Both queue types count a release: quorum in x-delivery-count (before 4.3), classic
     # by the redelivered flag.
     check_queue_contract(lease_like, lease_like.put, timeout=30, release_counts=True)
-    assert queue.stats()["invalid_receipts"] == 0
+    assert queue.stats()["invalid_receipts"] >= 1  # the late holder's cleanup, dropped
 
 
 def test_bodies_headers_and_pickling(make_queue: MakeQueue) -> None:
@@ -225,7 +225,7 @@ def test_close_releases_the_buffer_and_waits_for_held(make_queue: MakeQueue) -> 
     other = make_queue(name, declare=False)
     rest = get_n(other, 4)
     assert sorted(m.body for m in rest) == ["m1", "m2", "m3", "m4"]
-    assert all(m.delivery_count == 1 for m in rest)
+    assert all(m.redelivered for m in rest)  # released, not handled
     other.cleanup(rest)
 
 

@@ -15,10 +15,19 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _checks as checks
 from ._options import OptionTable, parse_query
+
+if TYPE_CHECKING:
+    from .._protocols import (
+        Queue,
+        SupportsCleanup,
+        SupportsReject,
+        SupportsRelease,
+        SupportsStats,
+    )
 
 __all__ = ["MemoryMessage", "MemoryQueue", "from_url"]
 
@@ -31,6 +40,11 @@ class MemoryMessage:
     body: Any
     receipt: int
     receive_count: int
+
+    @property
+    def delivery_count(self) -> int:
+        """Deliveries so far, 1 on the first."""
+        return self.receive_count
 
 
 class MemoryQueue:
@@ -117,8 +131,12 @@ class MemoryQueue:
                     self._visible.append(message.id)
 
     def release(self, messages: Iterable[MemoryMessage]) -> None:
-        """Make never-handled messages visible at once."""
-        self.reject(messages, delay=0)
+        """Make never-handled messages visible at once; the delivery does not count."""
+        with self._lock:
+            for message in self._live(messages):
+                del self._leases[message.id]
+                self._receive_counts[message.id] -= 1
+                self._visible.appendleft(message.id)  # back to its place at the head
 
     def __len__(self) -> int:
         """Messages not yet deleted: visible, delayed or leased."""
@@ -126,12 +144,16 @@ class MemoryQueue:
             return len(self._bodies)
 
     def stats(self) -> dict[str, int]:
+        """Counts by state, with the keys every queue has (``depth``, ``in_flight``,
+        ``dead_letters``)."""
         with self._lock:
             self._return_due(time.monotonic())
             return {
+                "depth": len(self._visible),
                 "visible": len(self._visible),
                 "delayed": len(self._delayed),
                 "in_flight": len(self._leases),
+                "dead_letters": 0,  # a memory queue has none: failures come back
                 "deleted": self.deleted,
             }
 
@@ -172,3 +194,13 @@ def from_url(url: str) -> MemoryQueue:
         if name not in _by_name:
             _by_name[name] = MemoryQueue(**options)
         return _by_name[name]
+
+
+if TYPE_CHECKING:  # mypy proves the capabilities MemoryQueue claims
+
+    def _capabilities(queue: MemoryQueue) -> None:
+        _get: Queue[MemoryMessage] = queue
+        _cleanup: SupportsCleanup[MemoryMessage] = queue
+        _reject: SupportsReject[MemoryMessage] = queue
+        _release: SupportsRelease[MemoryMessage] = queue
+        _stats: SupportsStats = queue

@@ -114,8 +114,9 @@ class RabbitMQQueue:
         self._link.settle(checked(messages), _ack, wait=None)
 
     def release(self, messages: Iterable[RabbitMQMessage]) -> None:
-        """Never handled: ``basic.nack(requeue=True)``, back at once. A classic queue does
-        not count it; a quorum queue counts it in ``x-delivery-count`` (before 4.3)."""
+        """Never handled: ``basic.nack(requeue=True)``, back at once. The broker counts it
+        anyway: a quorum queue in ``x-delivery-count`` (before 4.3), a classic queue by the
+        ``redelivered`` flag (one more delivery, once)."""
         self._link.settle(checked(messages), _nack, wait=None)
 
     def reject(self, messages: Iterable[RabbitMQMessage], *, error: str | None = None) -> None:
