@@ -40,12 +40,17 @@ def unique(prefix: str = "qc-rmq-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def rabbit() -> str:
+def server_url() -> str:
     """The server's URL; skips locally (fails in CI) when RabbitMQ does not listen."""
     parts = urlsplit(AMQP_URL)
     require_server("RabbitMQ", parts.hostname or "127.0.0.1", parts.port or 5672)
     return AMQP_URL
+
+
+@pytest.fixture
+def rabbit() -> str:
+    """The server's URL (``server_url()``)."""
+    return server_url()
 
 
 @pytest.fixture
@@ -87,6 +92,31 @@ def _same_topology(queue: RabbitMQQueue) -> dict[str, Any]:
         "dead_letter_queue": s.dead_letter_queue,
         "declare": False,
     }
+
+
+class LeaseLike:
+    """The queue for check_queue_contract, whose messages "left alone come back after their
+    lease". AMQP has no lease: a delivery comes back when its channel closes. So before
+    the check's third ``put`` (the drain by a consumer, whose handlers hold deliveries
+    while other workers find none), a ``get()`` that finds nothing while deliveries are
+    held closes the channel (``recover()``), which is what a consumer that died would do."""
+
+    def __init__(self, queue: RabbitMQQueue) -> None:
+        self.queue = queue
+        self.cleanup = queue.cleanup
+        self.reject = queue.reject
+        self.release = queue.release
+        self.puts = 0
+
+    def put(self, bodies: list[str]) -> None:
+        self.puts += 1
+        self.queue.put_many(bodies)
+
+    def get(self) -> list[Any]:
+        messages = self.queue.get()
+        if not messages and self.puts <= 2 and self.queue.stats()["held"]:
+            self.queue.recover()
+        return messages
 
 
 def connections_named(name: str) -> list[str]:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from queue_consumer import MemoryQueue
 from queue_consumer.adapters.sqlite import SQLiteQueue
 from queue_consumer.testing import check_queue_contract
@@ -41,4 +43,20 @@ def test_sqs_queue_conformance(make_queue: Callable[..., str], sqs_client: Any) 
             queue, queue.put_many, exactly_once=False, release_counts=True, fenced=False
         )
     finally:
+        queue.close()
+
+
+def test_rabbitmq_queue_conformance() -> None:
+    # The RabbitMQ tests' plumbing (tests/adapters/rabbitmq_server.py): the local server,
+    # and a wrapper standing in for lease expiry (AMQP has none; see LeaseLike).
+    rabbit = pytest.importorskip("rabbitmq_server")
+    queue = rabbit.RabbitMQQueue(
+        rabbit.server_url(), rabbit.unique(), retry_delay=0.05, wait_time=0.2, max_attempts=20
+    )
+    try:
+        lease_like = rabbit.LeaseLike(queue)
+        # A classic queue's redelivered flag counts a release as one more delivery.
+        check_queue_contract(lease_like, lease_like.put, release_counts=True)
+    finally:
+        queue.delete()
         queue.close()

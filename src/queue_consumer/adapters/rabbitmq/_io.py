@@ -193,6 +193,7 @@ class Link(Generic[M]):
         self._session: Session | None = None
         self._buffer: deque[M] = deque()
         self._available = threading.Condition()
+        self._interrupts = 0
         self._want_consume = False
         self._cancelled = False  # close() began: get() must not consume again
         self._stopping = False
@@ -234,9 +235,10 @@ class Link(Generic[M]):
         self.consume()
         deadline = time.monotonic() + wait
         with self._available:
+            epoch = self._interrupts
             while not self._buffer:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping:
+                if remaining <= 0 or self._stopping or self._interrupts != epoch:
                     return []
                 self._available.wait(remaining)
             count = min(limit, len(self._buffer))
@@ -264,6 +266,12 @@ class Link(Generic[M]):
 
         future = self._submit(run, needs_session=False)
         return None if wait is None else self._wait(future, wait)
+
+    def interrupt(self) -> None:
+        """Make every ``take`` waiting now return at once (later ones wait as usual)."""
+        with self._available:
+            self._interrupts += 1
+            self._available.notify_all()
 
     def buffered(self) -> int:
         return len(self._buffer)

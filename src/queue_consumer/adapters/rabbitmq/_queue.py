@@ -108,6 +108,10 @@ class RabbitMQQueue:
             return []
         return self._link.take(self._settings.max_messages, self._settings.wait_time)
 
+    def interrupt(self) -> None:
+        """Shutdown began: a ``get()`` waiting for deliveries returns at once."""
+        self._link.interrupt()
+
     def cleanup(self, messages: Iterable[RabbitMQMessage]) -> None:
         """Ack messages whose handler succeeded (one tag at a time, never ``multiple``).
         Does not wait: an ack has no answer in AMQP 0.9.1."""
@@ -555,7 +559,9 @@ if TYPE_CHECKING:  # the capabilities RabbitMQQueue claims, checked by mypy
     from ..._protocols import (
         SupportsCleanup,
         SupportsClose,
+        SupportsDeadLetter,
         SupportsDeadLetters,
+        SupportsInterrupt,
         SupportsRejectWithError,
         SupportsRelease,
         SupportsStats,
@@ -568,3 +574,5 @@ if TYPE_CHECKING:  # the capabilities RabbitMQQueue claims, checked by mypy
         _close: SupportsClose = queue
         _stats: SupportsStats = queue
         _dead: SupportsDeadLetters = queue
+        _interrupt: SupportsInterrupt = queue
+        _dead_letter: SupportsDeadLetter[RabbitMQMessage] = queue
