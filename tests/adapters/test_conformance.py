@@ -6,8 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from queue_consumer import MemoryQueue
 from queue_consumer.adapters.sqlite import SQLiteQueue
 from queue_consumer.testing import check_queue_contract
@@ -19,7 +17,11 @@ def test_memory_queue_conformance() -> None:
 
 
 def test_sqlite_queue_conformance(tmp_path: Path) -> None:
-    with SQLiteQueue(tmp_path / "q.db", visibility_timeout=1.0, retry_delay=0.0) as queue:
+    # No heartbeat (on by default), as for SQS below: the check leaves messages alone to see
+    # their lease expire.
+    with SQLiteQueue(
+        tmp_path / "q.db", visibility_timeout=1.0, retry_delay=0.0, heartbeat=False
+    ) as queue:
         check_queue_contract(queue, queue.put_many)
 
 
@@ -46,15 +48,44 @@ def test_sqs_queue_conformance(make_queue: Callable[..., str], sqs_client: Any) 
         queue.close()
 
 
-def test_rabbitmq_queue_conformance() -> None:
-    # The RabbitMQ tests' plumbing (tests/adapters/rabbitmq_server.py): the local server,
-    # and a wrapper standing in for lease expiry (AMQP has none; see LeaseLike).
-    rabbit = pytest.importorskip("rabbitmq_server")
-    queue = rabbit.RabbitMQQueue(
-        rabbit.server_url(), rabbit.unique(), retry_delay=0.05, wait_time=0.2, max_attempts=20
+def test_redis_stream_queue_conformance() -> None:
+    import uuid
+
+    if __package__:
+        from .redis_server import HOST, LOCAL, PORT, delete_stream, require_server
+    else:
+        from redis_server import HOST, LOCAL, PORT, delete_stream, require_server
+    from queue_consumer.adapters.redis import RedisStreamQueue
+
+    require_server("Redis", HOST, PORT)
+    stream = f"qc-conformance-{uuid.uuid4().hex[:10]}"
+    # No heartbeat, for the same reason as SQS: two messages are left alone to expire.
+    queue = RedisStreamQueue(
+        LOCAL,
+        stream,
+        block=0.2,
+        claim_idle=1.0,
+        heartbeat=False,
+        retry_delay=0.0,
+        reclaim_interval=0.1,
     )
     try:
-        lease_like = rabbit.LeaseLike(queue)
+        check_queue_contract(queue, queue.put_many)
+    finally:
+        queue.close()
+        delete_stream(LOCAL, stream)
+
+
+def test_rabbitmq_queue_conformance() -> None:
+    # AMQP has no lease: LeaseLike stands in for its expiry (tests/adapters/rabbitmq_server).
+    if __package__:
+        from .rabbitmq_server import LeaseLike, RabbitMQQueue, server_url, unique
+    else:
+        from rabbitmq_server import LeaseLike, RabbitMQQueue, server_url, unique
+
+    queue = RabbitMQQueue(server_url(), unique(), retry_delay=0.05, wait_time=0.2, max_attempts=20)
+    try:
+        lease_like = LeaseLike(queue)
         # A classic queue's redelivered flag counts a release as one more delivery.
         check_queue_contract(lease_like, lease_like.put, release_counts=True)
     finally:
