@@ -68,10 +68,12 @@ def test_three_consumer_processes_share_the_work(
 ) -> None:
     queue = make_queue()
     bodies = [f"job-{n}" for n in range(300)]
-    queue.put_many(bodies)
     out = tmp_path / "handled.txt"
     children = [start(url_of(queue, rabbit), out, 0.005) for _ in range(3)]
     try:
+        # All three consume before the messages come: the broker then deals them round.
+        wait_until(lambda: queue.stats()["consumers"] == 3, timeout=60, message="3 consumers")
+        queue.put_many(bodies)
         wait_until(lambda: set(handled(out)) == set(bodies), timeout=90, message="all handled")
         wait_until(lambda: queue.stats()["depth"] == 0, timeout=30)
     finally:
