@@ -28,6 +28,7 @@ WORKLOADS = {
     "W7": "w7_sqlite",
     "REDIS": "w_redis",
     "OBS": "w_observability",
+    "RABBIT": "w_rabbitmq",
 }
 
 

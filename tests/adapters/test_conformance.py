@@ -74,3 +74,20 @@ def test_redis_stream_queue_conformance() -> None:
     finally:
         queue.close()
         delete_stream(LOCAL, stream)
+
+
+def test_rabbitmq_queue_conformance() -> None:
+    # AMQP has no lease: LeaseLike stands in for its expiry (tests/adapters/rabbitmq_server).
+    if __package__:
+        from .rabbitmq_server import LeaseLike, RabbitMQQueue, server_url, unique
+    else:
+        from rabbitmq_server import LeaseLike, RabbitMQQueue, server_url, unique
+
+    queue = RabbitMQQueue(server_url(), unique(), retry_delay=0.05, wait_time=0.2, max_attempts=20)
+    try:
+        lease_like = LeaseLike(queue)
+        # A classic queue's redelivered flag counts a release as one more delivery.
+        check_queue_contract(lease_like, lease_like.put, release_counts=True)
+    finally:
+        queue.delete()
+        queue.close()
