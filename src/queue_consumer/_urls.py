@@ -30,6 +30,8 @@ ENTRY_POINT_GROUP = "queue_consumer.queues"
 
 _BUILTIN: dict[str, str] = {
     "memory": "queue_consumer._urls:memory_from_url",
+    "postgres": "queue_consumer.adapters.postgres:from_url",
+    "postgresql": "queue_consumer.adapters.postgres:from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
 }
