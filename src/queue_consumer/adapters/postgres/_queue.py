@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Collection, Hashable, Iterable
@@ -22,7 +21,6 @@ from ... import _checks as checks
 from ...errors import ConfigurationError, ConsumerStateError
 from .._bodies import decode, encode, to_bytes
 from .._lease import LeaseKeeper
-from .._options import redact
 from . import _statements as statements
 from ._connections import Connections, PostgresQueueError
 from ._listener import Listener
@@ -35,22 +33,13 @@ from ._messages import (
     lease_keys,
     message_id,
 )
-from ._settings import check_name
+from ._settings import check_name, mask
 
 __all__ = ["PostgresQueue"]
 
 log = logging.getLogger("queue_consumer.adapters.postgres")
 
 _Q = TypeVar("_Q", bound="PostgresQueue")
-
-_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask(conninfo: str) -> str:
-    """``conninfo`` (a URL or ``key=value`` string) with its password shown as ``***``."""
-    if "://" in conninfo:
-        conninfo = redact(conninfo)
-    return _PASSWORD.sub(r"\1***", conninfo)
 
 
 class PostgresQueue:
@@ -168,7 +157,9 @@ class PostgresQueue:
     def get(self) -> list[PostgresMessage]:
         """Lease up to ``max_messages`` visible messages, waiting at most ``wait_time``."""
         connections = self._ready()
-        listener = self._listener_for_waiting()
+        # The listener starts on the first empty look (a busy queue never needs it); its
+        # connecting wakes the waiters, so nothing put meanwhile waits for the poll bound.
+        listener = self._listener if self.listen and self.wait_time else None
         deadline: float | None = None
         while True:
             mark = listener.mark() if listener is not None else 0
@@ -188,6 +179,9 @@ class PostgresQueue:
             if now >= deadline:
                 return []
             pause = min(deadline - now, self.poll_interval)
+            if listener is None and self.listen:
+                listener = self._listener_for_waiting()
+                mark = listener.mark() if listener is not None else 0
             if listener is not None:
                 listener.wait(mark, pause)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -9,7 +10,17 @@ from ... import _checks as checks
 from ...errors import ConfigurationError
 from .._options import OptionTable, parse_query, redact
 
-__all__ = ["OPTIONS", "SCHEMES", "check_name", "split_url"]
+__all__ = ["OPTIONS", "SCHEMES", "check_name", "mask", "split_url"]
+
+_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+
+
+def mask(conninfo: str) -> str:
+    """``conninfo`` (a URL or ``key=value`` string) with its password shown as ``***``."""
+    if "://" in conninfo:
+        conninfo = redact(conninfo)
+    return _PASSWORD.sub(r"\1***", conninfo)
+
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -59,6 +70,12 @@ OPTIONS: OptionTable = {
 }
 
 
+def _libpq_keywords() -> set[str]:
+    from psycopg import pq  # the package needs psycopg anyway; settings checks stay light
+
+    return {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+
+
 def split_url(url: str) -> tuple[str, dict[str, Any]]:
     """(libpq conninfo, PostgresQueue keyword arguments) of a ``postgresql://`` URL.
 
@@ -72,9 +89,20 @@ def split_url(url: str) -> tuple[str, dict[str, Any]]:
     if parts.scheme.lower() not in SCHEMES:
         raise ConfigurationError(
             f"not a PostgreSQL URL (expected postgresql://USER@HOST:PORT/DB?queue=NAME): "
-            f"{redact(url)!r}"
+            f"{mask(url)!r}"
         )
-    kwargs = parse_query(url, OPTIONS, passthrough=True)
+    try:
+        kwargs = parse_query(url, OPTIONS, passthrough=True)
+    except ConfigurationError as exc:  # a password given as ?password=... is masked too
+        raise ConfigurationError(mask(str(exc))) from None
     rest: list[tuple[str, str]] = kwargs.pop("__rest__")
+    libpq = _libpq_keywords()
+    for key, _ in rest:
+        if key not in libpq:
+            known = ", ".join(sorted(OPTIONS))
+            raise ConfigurationError(
+                f"unknown option {key!r} in {mask(url)!r}: neither a queue option ({known}) "
+                "nor a libpq connection parameter"
+            )
     conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
     return conninfo, kwargs
