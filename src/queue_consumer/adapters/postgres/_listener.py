@@ -103,9 +103,9 @@ class Listener:
             except Exception as exc:  # lost (terminated, restarted, network): reconnect
                 if self._stop.is_set():
                     return
-                self.connected = False
-                if not first:
+                if self.connected:  # an established connection was lost (not refused)
                     self.reconnects += 1
+                self.connected = False
                 log.warning(
                     "%s: LISTEN connection lost or refused (%s); reconnecting in %.1fs "
                     "(get() polls meanwhile)",
