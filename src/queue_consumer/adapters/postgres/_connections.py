@@ -79,8 +79,14 @@ class Connections:
         for attempt in range(1, _ATTEMPTS + 1):
             conn = None
             try:
-                with self.pool().connection() as conn:
-                    return work(conn)
+                try:
+                    with self.pool().connection() as conn:
+                        return work(conn)
+                finally:
+                    if conn is not None:
+                        # When it went back to the pool (a reset callback would do this, but
+                        # makes the pool return every connection through a worker thread).
+                        self._returned[conn] = time.monotonic()
             except psycopg.OperationalError as exc:
                 lost = conn is None or conn.broken or conn.closed
                 if not lost or attempt == _ATTEMPTS:
@@ -126,7 +132,6 @@ class Connections:
                         **_FALLBACK_NAME,
                     },
                     check=self._check,
-                    reset=self._note_return,
                     name=self._name,
                     open=True,
                 )
@@ -137,9 +142,6 @@ class Connections:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close(timeout=5.0)
-
-    def _note_return(self, conn: psycopg.Connection[Any]) -> None:
-        self._returned[conn] = time.monotonic()
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
         returned = self._returned.get(conn)
