@@ -380,3 +380,16 @@ def test_a_bad_statement_is_an_error_naming_the_queue(pg: Database) -> None:
     with pytest.raises(PostgresQueueError, match=r"get failed for PostgreSQL queue 'jobs'"):
         queue.get()
     assert psycopg is not None
+
+
+def test_closing_the_queue_ends_a_waiting_get(pg: Database) -> None:
+    queue = pg.queue(wait_time=15, poll_interval=10)
+    queue.stats()
+    got: list[list[PostgresMessage]] = []
+    reader = threading.Thread(target=lambda: got.append(queue.get()))
+    reader.start()
+    wait_until(lambda: pg.backends("query LIKE 'LISTEN%'"), timeout=10, message="listening")
+    started = time.monotonic()
+    queue.close()
+    reader.join(10)
+    assert got == [[]] and time.monotonic() - started < 5

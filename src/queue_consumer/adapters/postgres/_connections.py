@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ...errors import QueueConsumerError
+from ...errors import ConsumerStateError, QueueConsumerError
 
 __all__ = ["Connections", "PostgresQueueError"]
 
@@ -63,6 +63,7 @@ class Connections:
         self._name = name
         self._where = where  # "queue 'x' on postgresql://user:***@host/db", for messages
         self._pool: ConnectionPool | None = None
+        self._closed = False
         self._lock = threading.Lock()
         self._checking = threading.Lock()
         self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
@@ -120,6 +121,8 @@ class Connections:
         if pool is not None:
             return pool
         with self._lock:
+            if self._closed:  # a get() still waiting when the queue closed: no new pool
+                raise ConsumerStateError("Cannot use a PostgresQueue once it has been closed.")
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self._conninfo,
@@ -139,6 +142,7 @@ class Connections:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close(timeout=5.0)

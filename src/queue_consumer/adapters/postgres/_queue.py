@@ -45,12 +45,12 @@ _Q = TypeVar("_Q", bound="PostgresQueue")
 class PostgresQueue:
     """A queue in PostgreSQL tables, for many consumers on many hosts.
 
-    >>> queue = PostgresQueue("postgresql://app@db.internal/app", queue="emails")
-    >>> queue.put({"to": "ann@example.com"})             # str, bytes or a JSON value
-    1
-    >>> [message] = queue.get()                          # leased for visibility_timeout
-    >>> queue.cleanup([message])                         # done: deleted
-    1
+    ::
+
+        queue = PostgresQueue("postgresql://app@db.internal/app", queue="emails")
+        queue.put({"to": "ann@example.com"})        # str, bytes or a JSON value -> its id
+        [message] = queue.get()                     # leased for visibility_timeout
+        queue.cleanup([message])                    # done: deleted (1: it was still ours)
 
     ``conninfo`` is libpq's (a ``postgresql://`` URI or ``"host=... dbname=..."``; the
     password may come from ``PGPASSWORD`` or ``~/.pgpass``). Durations are float seconds:
@@ -186,6 +186,8 @@ class PostgresQueue:
                 listener.wait(mark, pause)
             else:
                 self._closed.wait(pause)
+            if self._closed.is_set():  # closed while waiting: nothing more to hand out
+                return []
 
     def cleanup(self, messages: Iterable[PostgresMessage]) -> int:
         """Delete messages whose handler succeeded. Returns how many this delivery still held
