@@ -32,7 +32,9 @@ def _root_conftest() -> Any:
     return module
 
 
-require_server = _root_conftest().require_server
+_root = _root_conftest()
+require_server = _root.require_server
+IN_CI: bool = _root.IN_CI
 
 HOST, PORT = "127.0.0.1", 5432
 SERVER = os.environ.get("QC_TEST_POSTGRES", f"postgresql://postgres@{HOST}:{PORT}/test")

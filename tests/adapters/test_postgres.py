@@ -220,7 +220,9 @@ def test_puts_into_one_group_commit_one_after_another(pg: Database) -> None:
         other.start()
         wait_until(
             lambda: pg.scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND pid = ANY(%s)",
+                pg.backends(),
             ),
             timeout=10,
             message="the second put waits for the group",
