@@ -22,6 +22,7 @@ from ...errors import ConfigurationError, ConsumerStateError
 from .._bodies import decode, encode, to_bytes
 from .._lease import LeaseKeeper
 from . import _statements as statements
+from ._combining import Combiner
 from ._connections import Connections, PostgresQueueError
 from ._listener import Listener
 from ._messages import (
@@ -143,6 +144,7 @@ class PostgresQueue:
             enabled=self.heartbeat,
             on_error=lambda exc: None,
         )
+        self._deleter: Combiner[Key] = Combiner(self._delete)
         self._ready_lock = threading.Lock()
         self._declared = False
         self._closed = threading.Event()
@@ -195,12 +197,11 @@ class PostgresQueue:
         keys = self._settling(messages)
         if not keys:
             return 0
-        params = _key_params(keys)
-        deleted = self._ready().run(
-            "cleanup", lambda conn: conn.execute(self._sql.delete, params).rowcount
-        )
+        self._ready()
+        # Concurrent cleanups (one per handler slot) share one DELETE: see _combining.
+        deleted = len(self._deleter(keys))
         self._count(deleted=deleted, stale=len(keys) - deleted)
-        return int(deleted)
+        return deleted
 
     def reject(self, messages: Iterable[PostgresMessage], *, error: str | None = None) -> int:
         """Retry failed messages after a backoff; dead-letter those out of attempts.
@@ -562,6 +563,14 @@ class PostgresQueue:
             if self.listen:
                 conn.execute(self._sql.notify, params)
         return ids
+
+    def _delete(self, keys: list[Key]) -> set[Key]:
+        """Delete the rows these deliveries still hold; return their keys."""
+        params = _key_params(keys)
+        rows = self._connections.run(
+            "cleanup", lambda conn: conn.execute(self._sql.delete, params).fetchall()
+        )
+        return {(int(id), str(lease)) for id, lease in rows}
 
     def _settling(self, messages: Iterable[PostgresMessage]) -> list[Key]:
         keys = lease_keys(checked(messages))

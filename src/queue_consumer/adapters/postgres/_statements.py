@@ -107,7 +107,8 @@ SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM buried
 """
 
         self.delete = (
-            f"DELETE FROM {s}.messages m USING {_KEYS} WHERE m.id = k.id AND m.lease = k.lease"
+            f"DELETE FROM {s}.messages m USING {_KEYS} WHERE m.id = k.id AND m.lease = k.lease "
+            "RETURNING m.id, m.lease::text"
         )
 
         # reject(): retry after an exponential backoff, or (out of attempts) move to the dead
