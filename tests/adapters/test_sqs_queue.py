@@ -290,7 +290,7 @@ def test_get_errors_are_counted_and_raised(sqs_env: dict[str, str]) -> None:
         endpoint_url="http://127.0.0.1:9",
         wait_time_seconds=0,
         heartbeat=False,
-        max_attempts=2,
+        request_attempts=2,
     )
     with pytest.raises(Exception, match="Could not connect"):
         queue.get()

@@ -25,18 +25,20 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ...errors import ConfigurationError, ConsumerStateError
+from .._lease import LeaseKeeper
 from ._batch import BatchOutcome, run_batches
-from ._heartbeat import ExtendResult, Heartbeat
 from ._message import (
     MAX_VISIBILITY_TIMEOUT,
     ExponentialBackoff,
     FixedDelay,
     RejectPolicy,
     SQSMessage,
+    extension_seconds,
     message_from_response,
     reject_policy_from,
 )
@@ -105,10 +107,21 @@ class SQSQueue:
         max_receive_count: int | None = None,
         dead_letter_queue: str | None = None,
         retry_mode: str = "standard",
-        max_attempts: int = 5,
+        request_attempts: int = 5,
         settle_attempts: int = 3,
         max_pool_connections: int = 50,
+        max_attempts: int | None = None,
     ) -> None:
+        if max_attempts is not None:
+            # On sqlite:// (and every broker adapter) max_attempts counts deliveries; here it
+            # counted botocore's attempts per request. The old name keeps working for now.
+            warnings.warn(
+                "SQSQueue(max_attempts=...) is botocore's attempts per request: it is renamed "
+                "request_attempts (max_attempts means deliveries on every other queue)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            request_attempts = max_attempts
         validate(locals())
         self.wait_time_seconds = wait_time_seconds
         self.max_messages = max_messages
@@ -118,7 +131,7 @@ class SQSQueue:
         self.attribute_names = with_needed(attribute_names)
         self.message_attribute_names = list(message_attribute_names)
         if client is None:
-            retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
+            retries: Any = {"mode": retry_mode, "max_attempts": request_attempts}
             config = Config(
                 retries=retries,
                 # Longer than a long poll, or every empty poll would end in a timeout.
@@ -146,10 +159,11 @@ class SQSQueue:
         self._counts = dict.fromkeys(SQSStatistics.__slots__, 0)
         self._counts_lock = threading.Lock()
         self._closed = False
-        self._tracker = Heartbeat(
+        self._lease_seconds = visibility_timeout or 30
+        self._tracker: LeaseKeeper[str] = LeaseKeeper(
             self._extend,
-            visibility_timeout or 30,
-            heartbeat_fraction,
+            self._lease_seconds * heartbeat_fraction,
+            name="sqs",
             # A zero timeout hides nothing: there is nothing to keep hidden.
             enabled=heartbeat and visibility_timeout != 0,
             on_error=lambda exc: self._count(api_errors=1),
@@ -333,7 +347,8 @@ class SQSQueue:
             log.error("SQS %s failed for %d message(s): %s", what, len(bad), bad[0][1])
         raising = (bad if strict else outcome.failed) if fatal else []
         if raising:
-            # The core retries the call; after that, SQS redelivers: a duplicate, not a loss.
+            # Failed entries were retried already (settle_attempts); the consumer logs and
+            # counts this, and SQS redelivers after the visibility timeout: a duplicate.
             raise SQSBatchError(what, raising)
 
     def _dead_letter(self, messages: list[SQSMessage]) -> list[SQSMessage]:
@@ -365,22 +380,29 @@ class SQSQueue:
             log.error("could not dead-letter %d message(s); rejecting them", len(unsent))
         return unsent
 
-    def _extend(self, entries: list[tuple[str, int]]) -> ExtendResult:
+    def _extend(self, held: dict[str, float]) -> list[str]:
+        """The lease keeper's extender: ChangeMessageVisibilityBatch; returns handles lost."""
+        lost, entries = [], []
+        for handle, held_for in held.items():
+            seconds = extension_seconds(self._lease_seconds, held_for)
+            if seconds <= 0:
+                log.warning("SQS message held for 12 hours (the SQS limit): no longer extended")
+                lost.append(handle)
+            else:
+                entries.append((handle, seconds))
         outcome = self._run(
             "change_message_visibility_batch",
             self.queue_url,
             entries,
             lambda e: {"ReceiptHandle": e[0], "VisibilityTimeout": e[1]},
         )
-        if outcome.failed:
-            self._count(failed_entries=len(outcome.failed))
-            log.warning("SQS heartbeat: %s (retrying)", outcome.failed[0][1])
         if outcome.refused:
             log.warning("SQS heartbeat refused: %s (no longer extended)", outcome.refused[0][1])
-        return ExtendResult(
-            extended=[e[0] for e, _ in outcome.succeeded],
-            invalid=[e[0] for e, _ in outcome.gone + outcome.refused],
-        )
+        lost += [e[0] for e, _ in outcome.gone + outcome.refused]
+        if outcome.failed:  # transient: the keeper tries again shortly
+            self._count(failed_entries=len(outcome.failed))
+            raise SQSBatchError("heartbeat", outcome.failed)
+        return lost
 
     def _call(self, method: Any, **params: Any) -> Any:
         """Call SQS; count and log the retries botocore made (throttling, 5xx, connection)."""
