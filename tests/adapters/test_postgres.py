@@ -395,3 +395,45 @@ def test_closing_the_queue_ends_a_waiting_get(pg: Database) -> None:
     queue.close()
     reader.join(10)
     assert got == [[]] and time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen", "polling"])
+def test_interrupt_ends_a_waiting_get_at_once(pg: Database, listen: bool) -> None:
+    queue = pg.queue(wait_time=15, poll_interval=10, listen=listen)
+    queue.stats()
+    got: list[list[PostgresMessage]] = []
+    reader = threading.Thread(target=lambda: got.append(queue.get()))
+    reader.start()
+    time.sleep(0.3)  # waiting
+    started = time.monotonic()
+    queue.interrupt()
+    reader.join(10)
+    assert got == [[]] and time.monotonic() - started < 5
+    queue.put("next")  # the queue goes on working
+    assert [m.body for m in queue.get()] == ["next"]
+
+
+def test_a_permanent_failure_goes_straight_to_the_dead_letters(pg: Database) -> None:
+    from queue_consumer import PermanentFailure
+
+    queue = pg.queue(max_attempts=5, wait_time=0.2)
+    hopeless = queue.put("hopeless")
+    fine = queue.put("fine")
+
+    def handler(messages: Iterator[PostgresMessage]) -> None:
+        for message in messages:
+            if message.body == "hopeless":
+                raise PermanentFailure("malformed, retrying cannot help")
+
+    with Consumer(queue, handler, max_workers=1, max_handlers=1):
+        wait_until(lambda: queue.stats()["dead_letters"] == 1, timeout=30)
+        wait_until(lambda: queue.stats()["depth"] + queue.stats()["in_flight"] == 0, timeout=30)
+    [dead] = queue.dead_letters()
+    assert (dead.id, dead.attempts) == (hopeless, 1)  # its other 4 attempts were not spent
+    assert dead.last_error is not None and "malformed" in dead.last_error
+    assert fine not in [d.id for d in queue.dead_letters()]
+    # And by hand, fenced like every settle:
+    queue.put("by hand")
+    [message] = queue.get()
+    assert queue.dead_letter([message], error="no") == 1
+    assert queue.dead_letter([message]) == 0

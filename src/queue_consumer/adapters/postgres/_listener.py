@@ -68,6 +68,10 @@ class Listener:
                 lambda: self._generation != mark or self._stop.is_set(), timeout
             )
 
+    def wake(self) -> None:
+        """Wake every waiter now (they look at the table, or see that they should stop)."""
+        self._bump()
+
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._bump()

@@ -148,6 +148,8 @@ class PostgresQueue:
         self._ready_lock = threading.Lock()
         self._declared = False
         self._closed = threading.Event()
+        self._poked = threading.Condition()  # interrupt() wakes get()s that poll
+        self._interrupts = 0
         self._counts_lock = threading.Lock()
         self._counts = dict.fromkeys(
             ("received", "deleted", "retried", "dead_lettered", "released", "extended", "stale"),
@@ -159,6 +161,7 @@ class PostgresQueue:
     def get(self) -> list[PostgresMessage]:
         """Lease up to ``max_messages`` visible messages, waiting at most ``wait_time``."""
         connections = self._ready()
+        interrupts = self._interrupts
         # The listener starts on the first empty look (a busy queue never needs it); its
         # connecting wakes the waiters, so nothing put meanwhile waits for the poll bound.
         listener = self._listener if self.listen and self.wait_time else None
@@ -187,9 +190,10 @@ class PostgresQueue:
             if listener is not None:
                 listener.wait(mark, pause)
             else:
-                self._closed.wait(pause)
-            if self._closed.is_set():  # closed while waiting: nothing more to hand out
-                return []
+                with self._poked:
+                    self._poked.wait_for(lambda: self._interrupts != interrupts, pause)
+            if self._closed.is_set() or self._interrupts != interrupts:
+                return []  # closed or interrupted while waiting: the consumer is stopping
 
     def cleanup(self, messages: Iterable[PostgresMessage]) -> int:
         """Delete messages whose handler succeeded. Returns how many this delivery still held
@@ -246,6 +250,29 @@ class PostgresQueue:
         released = self._ready().run("release", work)
         self._count(released=released, stale=len(keys) - released)
         return released
+
+    def dead_letter(self, messages: Iterable[PostgresMessage], *, error: str | None = None) -> int:
+        """Move held messages straight to the dead letters (the handler raised
+        ``PermanentFailure``: they can never succeed). Returns how many moved."""
+        keys = self._settling(messages)
+        if not keys:
+            return 0
+        params = {**_key_params(keys), "reason": error or "dead-lettered by its handler"}
+        buried = self._ready().run(
+            "dead_letter", lambda conn: conn.execute(self._sql.bury, params).rowcount
+        )
+        self._count(dead_lettered=buried, stale=len(keys) - buried)
+        return int(buried)
+
+    def interrupt(self) -> None:
+        """Make every ``get()`` waiting on an empty queue return now (the consumer calls it
+        when it shuts down, so that stopping does not wait for ``wait_time``)."""
+        with self._poked:
+            self._interrupts += 1
+            self._poked.notify_all()
+        listener = self._listener
+        if listener is not None:
+            listener.wake()
 
     def extend(self, messages: Iterable[PostgresMessage], timeout: float | None = None) -> int:
         """Lease held messages for ``timeout`` more seconds from now (default
@@ -431,6 +458,7 @@ class PostgresQueue:
         """Stop the heartbeat and the listener, close the connections. Safe to call twice;
         the queue cannot be used after. Messages still leased are left to their lease."""
         self._closed.set()
+        self.interrupt()
         self._keeper.close()
         with self._ready_lock:
             listener, self._listener = self._listener, None

@@ -137,6 +137,19 @@ WITH k AS (SELECT * FROM {_KEYS}), dead AS (
 SELECT (SELECT count(*) FROM retried), (SELECT count(*) FROM buried)
 """
 
+        # dead_letter(): the handler said it can never succeed (PermanentFailure).
+        self.bury = f"""
+WITH dead AS (
+    DELETE FROM {s}.messages m USING {_KEYS}
+    WHERE m.id = k.id AND m.lease = k.lease
+    RETURNING m.*
+)
+INSERT INTO {s}.dead_letters ({_DEAD_COLUMNS})
+SELECT id, queue, kind, body, headers, group_key, attempts, %(reason)s, created_at, now()
+FROM dead
+{_DEAD_CONFLICT}
+"""
+
         # release(): back at once, in its place by age, the attempt not counted.
         self.release = (
             f"UPDATE {s}.messages m SET lease = NULL, visible_at = LEAST(m.created_at, now()), "
