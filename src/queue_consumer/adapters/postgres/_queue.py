@@ -630,7 +630,11 @@ class PostgresQueue:
 
 
 def _key_params(keys: list[Key]) -> dict[str, Any]:
-    return {"ids": [key[0] for key in keys], "leases": [key[1] for key in keys]}
+    """The ``ids`` and ``leases`` parameters of a settle statement (see _statements._KEYS)."""
+    return {
+        "ids": ",".join([str(key[0]) for key in keys]),
+        "leases": ",".join([key[1] for key in keys]),
+    }
 
 
 def _restore(cls: type[PostgresQueue], settings: dict[str, Any]) -> PostgresQueue:

@@ -35,7 +35,12 @@ def group_lock_key(schema: str, queue: str, group: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-_KEYS = "unnest(%(ids)s::bigint[], %(leases)s::uuid[]) AS k(id, lease)"
+# The deliveries a settle names, as two comma-separated texts: psycopg dumps a Python list
+# as an array in Python code (about 0.1 ms of CPU for ten items), a text in C.
+_KEYS = (
+    "unnest(string_to_array(%(ids)s, ',')::bigint[], string_to_array(%(leases)s, ',')::uuid[]) "
+    "AS k(id, lease)"
+)
 _SECONDS = "* interval '1 second'"
 
 _DEAD_COLUMNS = (
