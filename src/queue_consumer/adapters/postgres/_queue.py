@@ -23,7 +23,7 @@ from .._bodies import decode, encode, to_bytes
 from .._lease import LeaseKeeper
 from . import _statements as statements
 from ._combining import Combiner
-from ._connections import Connections, PostgresQueueError
+from ._connections import Connections
 from ._listener import Listener
 from ._messages import (
     DeadLetter,
@@ -643,23 +643,28 @@ def _restore(cls: type[PostgresQueue], settings: dict[str, Any]) -> PostgresQueu
 
 if TYPE_CHECKING:  # the capabilities this queue claims, checked by mypy
     from ..._protocols import (
+        Queue,
         SupportsCleanup,
         SupportsClose,
+        SupportsDeadLetter,
         SupportsDeadLetters,
         SupportsExtend,
         SupportsGroups,
+        SupportsInterrupt,
         SupportsRejectWithError,
         SupportsRelease,
         SupportsStats,
     )
 
-    _queue = PostgresQueue()
-    _cleanup: SupportsCleanup[PostgresMessage] = _queue
-    _reject: SupportsRejectWithError[PostgresMessage] = _queue
-    _release: SupportsRelease[PostgresMessage] = _queue
-    _extend: SupportsExtend[PostgresMessage] = _queue
-    _groups: SupportsGroups[PostgresMessage] = _queue
-    _close: SupportsClose = _queue
-    _stats: SupportsStats = _queue
-    _dead: SupportsDeadLetters = _queue
-    _error: type[PostgresQueueError] = PostgresQueueError
+    def _capabilities(queue: PostgresQueue) -> None:
+        _get: Queue[PostgresMessage] = queue
+        _cleanup: SupportsCleanup[PostgresMessage] = queue
+        _reject: SupportsRejectWithError[PostgresMessage] = queue
+        _dead_letter: SupportsDeadLetter[PostgresMessage] = queue
+        _release: SupportsRelease[PostgresMessage] = queue
+        _extend: SupportsExtend[PostgresMessage] = queue
+        _groups: SupportsGroups[PostgresMessage] = queue
+        _interrupt: SupportsInterrupt = queue
+        _close: SupportsClose = queue
+        _stats: SupportsStats = queue
+        _dead: SupportsDeadLetters = queue
