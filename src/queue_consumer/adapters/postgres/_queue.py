@@ -4,9 +4,7 @@ PostgreSQL server shared by many hosts. The SQL is in ``_statements``; connectio
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -15,25 +13,23 @@ from collections.abc import Collection, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from psycopg import pq
 
 from ... import _checks as checks
 from ...errors import ConfigurationError, ConsumerStateError
-from .._bodies import decode, encode, to_bytes
+from .._bodies import decode
 from .._lease import LeaseKeeper
 from . import _statements as statements
 from ._combining import Combiner
 from ._connections import Connections
+from ._inspection import Inspection
 from ._listener import Listener
 from ._messages import (
-    DeadLetter,
     Key,
     PostgresMessage,
-    PostgresStatistics,
     checked,
     lease_keys,
-    message_id,
 )
+from ._producing import Producing
 from ._settings import check_name, mask
 
 __all__ = ["PostgresQueue"]
@@ -43,7 +39,7 @@ log = logging.getLogger("queue_consumer.adapters.postgres")
 _Q = TypeVar("_Q", bound="PostgresQueue")
 
 
-class PostgresQueue:
+class PostgresQueue(Producing, Inspection):
     """A queue in PostgreSQL tables, for many consumers on many hosts.
 
     ::
@@ -287,158 +283,6 @@ class PostgresQueue:
         """The message's group (``put(..., group=...)``): the consumer keeps its order."""
         return message.group
 
-    # -- producing ---------------------------------------------------------------------
-
-    def put(
-        self,
-        body: Any,
-        *,
-        delay: float = 0.0,
-        group: str | None = None,
-        headers: dict[str, Any] | None = None,
-        connection: psycopg.Connection[Any] | None = None,
-    ) -> int:
-        """Add one message (str, bytes or a JSON value), visible after ``delay`` seconds.
-
-        ``group``: strict FIFO within the group (one message of it leased at a time, in
-        order). ``connection``: your own psycopg connection, so that the message is part of
-        your transaction (it exists exactly when your business rows commit; see
-        ``put_many``). Returns its id.
-        """
-        return self.put_many(
-            [body], delay=delay, group=group, headers=headers, connection=connection
-        )[0]
-
-    def put_many(
-        self,
-        bodies: Iterable[Any],
-        *,
-        delay: float = 0.0,
-        group: str | None = None,
-        headers: dict[str, Any] | None = None,
-        connection: psycopg.Connection[Any] | None = None,
-    ) -> list[int]:
-        """Add messages in one statement; returns their ids in order.
-
-        With ``connection`` (a ``psycopg.Connection``) the insert runs on it, inside the
-        transaction it has open (or starts: psycopg's default), and commits or rolls back
-        with it; the NOTIFY is sent at that commit. On an autocommit connection outside a
-        transaction it is a transaction of its own. Nothing is retried on your connection.
-        """
-        delay = checks.seconds("delay", delay)
-        if group is not None:
-            group = check_name("group", group)
-        if connection is not None and not isinstance(connection, psycopg.Connection):
-            raise TypeError(
-                f"connection must be a psycopg.Connection, not {type(connection).__name__}"
-            )
-        # Encode everything first: a bad body must not leave half a batch behind.
-        rows = [encode(body) for body in bodies]
-        if not rows:
-            return []
-        params: dict[str, Any] = {
-            "queue": self._queue,
-            "kinds": [kind for kind, _ in rows],
-            "bodies": [to_bytes(data) for _, data in rows],
-            "headers": None if headers is None else json.dumps(headers),
-            "group": group,
-            "delay": delay,
-            "channel": self._channel,
-            "keys": [statements.group_lock_key(self._schema, self._queue, group or "")],
-        }
-        connections = self._ready()
-        if connection is None:
-            return connections.run("put", lambda conn: self._insert(conn, params, group))
-        with connections.user_connection("put", connection) as conn:
-            return self._insert(conn, params, group)
-
-    # -- dead letters and inspection ---------------------------------------------------
-
-    def backoff(self, attempts: int) -> float:
-        """Seconds a message rejected after ``attempts`` deliveries waits."""
-        exponent = min(max(attempts - 1, 0), 60)
-        return float(min(self.retry_delay * 2**exponent, self.max_retry_delay))
-
-    def stats(self) -> dict[str, int]:
-        """Counts for this queue, read off the server: ``depth`` (``visible`` +
-        ``delayed``), ``visible``, ``delayed``, ``in_flight`` (leased), ``dead_letters``."""
-
-        def work(conn: psycopg.Connection[Any]) -> tuple[int, int, int, int]:
-            row = conn.execute(self._sql.counts, {"queue": self._queue}).fetchone()
-            assert row is not None
-            return int(row[0]), int(row[1]), int(row[2]), int(row[3])
-
-        visible, delayed, in_flight, dead = self._ready().run("stats", work)
-        return {
-            "depth": visible + delayed,
-            "visible": visible,
-            "delayed": delayed,
-            "in_flight": in_flight,
-            "dead_letters": dead,
-        }
-
-    def statistics(self) -> PostgresStatistics:
-        """What this queue object did so far (this process only)."""
-        with self._counts_lock:
-            counts = dict(self._counts)
-        listener = self._listener
-        return PostgresStatistics(
-            **counts,
-            reconnects=self._connections.reconnects,
-            listener_reconnects=listener.reconnects if listener else 0,
-            notifications=listener.notifications if listener else 0,
-            held=self._keeper.held(),
-        )
-
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters of this queue."""
-        limit = checks.count("limit", limit)
-        params = {"queue": self._queue, "limit": limit}
-        rows = self._ready().run(
-            "dead_letters", lambda conn: conn.execute(self._sql.dead_letters, params).fetchall()
-        )
-        return [
-            DeadLetter(id, decode(kind, body), attempts, error, died, self._queue, created, group)
-            for id, kind, body, attempts, error, died, created, group in rows
-        ]
-
-    def redrive(self, ids: Iterable[int] | None = None) -> int:
-        """Move dead letters (all, or those ``ids``) back to the queue with attempts reset.
-
-        A message without a group keeps its id; one of a group gets a new id at the tail
-        of its group (its old place may be behind messages of the group handled since).
-        """
-        checked_ids = None if ids is None else [message_id(i) for i in ids]
-        params = {"queue": self._queue, "ids": checked_ids, "table": self._sql.messages_table}
-
-        def work(conn: psycopg.Connection[Any]) -> int:
-            with conn.transaction():
-                groups = [row[0] for row in conn.execute(self._sql.dead_groups, params)]
-                if groups:
-                    keys = sorted(
-                        statements.group_lock_key(self._schema, self._queue, g) for g in groups
-                    )
-                    conn.execute(self._sql.group_lock, {"keys": keys})
-                moved = conn.execute(self._sql.redrive, params).rowcount
-                if moved and self.listen:
-                    conn.execute(self._sql.notify, {"channel": self._channel})
-                return int(moved)
-
-        return self._ready().run("redrive", work)
-
-    def purge(self, *, dead_letters: bool = False) -> int:
-        """Delete every message of this queue (leased ones too), and its dead letters if
-        asked. Returns how many rows went."""
-
-        def work(conn: psycopg.Connection[Any]) -> int:
-            with conn.transaction():
-                gone = conn.execute(self._sql.purge, {"queue": self._queue}).rowcount
-                if dead_letters:
-                    gone += conn.execute(self._sql.purge_dead, {"queue": self._queue}).rowcount
-                return int(gone)
-
-        return self._ready().run("purge", work)
-
     # -- lifecycle ---------------------------------------------------------------------
 
     @property
@@ -575,22 +419,6 @@ class PostgresQueue:
         ]
         messages.sort(key=lambda m: m.id)
         return messages, len(rows) - len(messages)
-
-    def _insert(
-        self, conn: psycopg.Connection[Any], params: dict[str, Any], group: str | None
-    ) -> list[int]:
-        if group is None:
-            statement = self._sql.insert_notify if self.listen else self._sql.insert
-            return sorted(row[0] for row in conn.execute(statement, params))
-        # The group lock lasts until the commit: a transaction of our own on an autocommit
-        # connection (ours always are), else the caller's open one.
-        own = conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE
-        with conn.transaction() if own else contextlib.nullcontext():
-            conn.execute(self._sql.group_lock, params)
-            ids = sorted(row[0] for row in conn.execute(self._sql.insert, params))
-            if self.listen:
-                conn.execute(self._sql.notify, params)
-        return ids
 
     def _delete(self, keys: list[Key]) -> set[Key]:
         """Delete the rows these deliveries still hold; return their keys."""
