@@ -19,7 +19,7 @@ from queue_consumer.adapters.postgres import (
     PostgresQueue,
 )
 from queue_consumer.errors import ConfigurationError, ConsumerStateError
-from queue_consumer.testing import check_queue_contract, wait_until
+from queue_consumer.testing import wait_until
 
 __all__ = ["pg"]  # the fixture, used by name
 
@@ -33,12 +33,6 @@ def seconds_until_visible(db: Database, message_id: int) -> float:
             message_id,
         )
     )
-
-
-def test_the_queue_contract(pg: Database) -> None:
-    # No heartbeat: the check leaves two messages alone to see their lease expire.
-    queue = pg.queue(visibility_timeout=1.0, retry_delay=0.0, heartbeat=False, wait_time=0.2)
-    check_queue_contract(queue, queue.put_many)
 
 
 def test_bodies_come_back_as_they_were_put(pg: Database) -> None:
