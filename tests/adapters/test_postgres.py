@@ -139,15 +139,15 @@ def test_a_message_whose_last_lease_expired_is_dead_lettered(pg: Database) -> No
 
 
 def test_the_heartbeat_keeps_a_slow_handlers_lease(pg: Database) -> None:
-    queue = pg.queue(visibility_timeout=0.6, wait_time=0)  # heartbeat on: the default
-    other = pg.queue(visibility_timeout=0.6, wait_time=0, heartbeat=False)
+    queue = pg.queue(visibility_timeout=1.5, wait_time=0)  # heartbeat on: the default
+    other = pg.queue(visibility_timeout=1.5, wait_time=0, heartbeat=False)
     queue.put("slow")
     [message] = queue.get()
-    deadline = time.monotonic() + 2.5  # four lease lengths: it would have expired by now
+    deadline = time.monotonic() + 4.0  # past two lease lengths: it would have expired
     while time.monotonic() < deadline:
         assert other.get() == [], "a message under the heartbeat was leased again"
         time.sleep(0.05)
-    assert queue.statistics().extended >= 3
+    assert queue.statistics().extended >= 4  # every 0.5 s (a third of the lease)
     assert queue.cleanup([message]) == 1
     assert queue.statistics().held == 0
 

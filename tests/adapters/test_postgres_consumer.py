@@ -189,6 +189,7 @@ def test_a_consumer_killed_mid_chunk_loses_nothing(pg: Database, tmp_path: Path)
     twice = [i for i, n in done.items() if n > 1]
     print(f"killed after {len(before)} handled; {len(twice)} handled twice (died before cleanup)")
     assert set(done) == set(ids)
-    assert len(twice) <= 10  # 2 slots x chunks of 5 at most: handled, not yet cleaned up
+    # Handled but not yet cleaned up when it died: at most what it held (2 workers x 10).
+    assert len(twice) <= 20
     again = [line.split() for line in out.read_text().splitlines()]
     assert any(int(line[3]) == 2 for line in again)  # the expired leases came back, counted

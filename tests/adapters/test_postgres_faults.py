@@ -83,6 +83,7 @@ def test_consuming_through_terminated_connections_loses_nothing(pg: Database) ->
         wait_until(lambda: pg.backends(LISTENER), timeout=10, message="listening")
         assert pg.terminate(LISTENER) == 1
         wait_until(lambda: len(handled) >= 160, timeout=30, message="on after the listener")
+        wait_until(lambda: pg.backends(LISTENER), timeout=10, message="listening again")
         killed = pg.terminate()  # the pool's connections, and the new listener's
         assert killed >= 2
         feeder.join(60)
