@@ -29,6 +29,7 @@ WORKLOADS = {
     "REDIS": "w_redis",
     "OBS": "w_observability",
     "RABBIT": "w_rabbitmq",
+    "PG": "w_postgres",
 }
 
 

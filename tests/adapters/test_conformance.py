@@ -91,3 +91,21 @@ def test_rabbitmq_queue_conformance() -> None:
     finally:
         queue.delete()
         queue.close()
+
+
+def test_postgres_queue_conformance() -> None:
+    if __package__:
+        from .postgres_helpers import HOST, PORT, SERVER, Database, require_server
+    else:
+        from postgres_helpers import HOST, PORT, SERVER, Database, require_server
+
+    require_server("PostgreSQL", HOST, PORT)
+    database = Database(SERVER)  # a schema of its own, dropped at the end
+    try:
+        # No heartbeat, for the same reason as SQS: two messages are left alone to expire.
+        queue = database.queue(
+            visibility_timeout=1.0, retry_delay=0.0, heartbeat=False, wait_time=0.2
+        )
+        check_queue_contract(queue, queue.put_many)
+    finally:
+        database.drop()
