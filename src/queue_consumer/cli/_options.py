@@ -192,7 +192,7 @@ def _common(parser: argparse.ArgumentParser, log_level: str = "info") -> None:
 def _observability(run: argparse.ArgumentParser) -> None:
     """Metrics, probes, statsd and tracing of `run` (queue_consumer.observability)."""
     group = run.add_argument_group("observability")
-    port = _int_at_least(0)
+    port = _checked(checks.count, minimum=0, maximum=65535)
     _add(
         group, "--metrics-port", convert=port, metavar="PORT", help="serve /metrics /livez /readyz"
     )
