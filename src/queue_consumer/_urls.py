@@ -31,6 +31,8 @@ ENTRY_POINT_GROUP = "queue_consumer.queues"
 _BUILTIN: dict[str, str] = {
     "memory": "queue_consumer._urls:memory_from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
+    "nats": "queue_consumer.adapters.nats:from_url",
+    "nats+tls": "queue_consumer.adapters.nats:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
 }
 
