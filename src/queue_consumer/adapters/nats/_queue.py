@@ -444,7 +444,9 @@ class JetStreamQueue:
             "servers": list(s.servers),
             "connect_timeout": s.connect_timeout,
             "reconnect_time_wait": s.reconnect_wait,
-            "max_reconnect_attempts": s.max_reconnect_attempts,
+            # The first connection fails fast (get() raises; the consumer backs off and
+            # calls again); once connected, reconnects follow max_reconnect_attempts.
+            "max_reconnect_attempts": 1,
             "allow_reconnect": True,
             "ping_interval": 10,
             "max_outstanding_pings": 3,
@@ -460,12 +462,14 @@ class JetStreamQueue:
             if s.tls_hostname is not None:
                 options["tls_hostname"] = s.tls_hostname
         try:
-            return await nats.connect(**options)
+            nc = await nats.connect(**options)
         except Exception as exc:
             # nats-py may name the server URL it tried: never show its user info.
             raise JetStreamError(
                 f"cannot connect to {s.describe()}: {type(exc).__name__}: {_scrub(str(exc), s)}"
             ) from None
+        nc.options["max_reconnect_attempts"] = s.max_reconnect_attempts
+        return nc
 
     async def _ensure(self, js: JetStreamContext) -> None:
         s = self._settings

@@ -73,8 +73,8 @@ def _reconnects(option: str, value: object) -> int:
     return checks.count(option, value, minimum=-1)
 
 
-def _optional(check: Any) -> Any:
-    return lambda option, value: checks.optional(check, option, value)
+def _wait(option: str, value: object) -> float:
+    return checks.seconds(option, value, maximum=60)
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ def _servers(value: object) -> tuple[str, ...]:
         scheme = item.split("://", 1)[0].lower()
         if scheme not in ("nats", "tls", "ws", "wss"):
             raise ConfigurationError(
-                f"a server URL must start with nats://, not {redact_server(item)!r}"
+                f"servers must be nats://HOST:PORT URLs, not {redact_server(item)!r}"
             )
         servers.append(item)
     return tuple(servers)
@@ -320,8 +320,8 @@ _OPTIONS: OptionTable = {
     "ack_wait": ("ack_wait", checks.seconds),
     "visibility_timeout": ("ack_wait", checks.seconds),
     "max_messages": ("max_messages", checks.count),
-    "wait": ("wait_time", checks.seconds),
-    "wait_time": ("wait_time", checks.seconds),
+    "wait": ("wait_time", _wait),
+    "wait_time": ("wait_time", _wait),
     "max_attempts": ("max_attempts", checks.count),
     "retry_delay": ("retry_delay", checks.seconds),
     "max_retry_delay": ("max_retry_delay", checks.seconds),
