@@ -122,14 +122,16 @@ class PrivateServer:
     def start(self) -> None:
         command = [NATS_SERVER, "-js", "-a", HOST, "-p", str(self.port)]
         command += ["-sd", str(self.directory / "store"), "-l", str(self.log), *self.extra]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with (self.directory / "nats-server.out").open("ab") as output:
+            self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:
             with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.5):
                 return
             if self.process.poll() is not None or time.monotonic() > deadline:
-                error = self.process.stderr.read() if self.process.stderr else b""
-                raise RuntimeError(f"nats-server did not start: {error!r}")
+                self.stop()
+                output_text = (self.directory / "nats-server.out").read_text(errors="replace")
+                raise RuntimeError(f"nats-server did not start: {output_text[-2000:]}")
             time.sleep(0.05)
 
     def kill(self) -> None:

@@ -242,7 +242,8 @@ class Settings:
         token = self.token
         if token is None and self.token_file is not None:
             token = _read_token(self.token_file)
-        if creds is None and nkey is None and token is None:
+        in_url = any("@" in server.split("://", 1)[-1] for server in self.servers)
+        if creds is None and nkey is None and token is None and not in_url:
             token = os.environ.get(TOKEN_ENV) or None
         if creds is not None:
             options["user_credentials"] = creds
