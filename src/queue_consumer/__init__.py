@@ -6,10 +6,10 @@ Only messages whose handler succeeded leave the queue (``cleanup``); failed ones
 
 from ._consumer import Consumer, State
 from ._hooks import ConsumerHooks
-from ._memory import MemoryMessage, MemoryQueue
 from ._protocols import Handler, Queue
 from ._statistics import Statistics
 from ._urls import open_queue, register_scheme
+from .adapters.memory import MemoryMessage, MemoryQueue
 from .errors import (
     ConfigurationError,
     ConsumerStateError,

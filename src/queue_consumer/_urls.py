@@ -12,12 +12,10 @@ A scheme maps to a factory ``factory(url) -> queue``. Built-in factories are nam
 from __future__ import annotations
 
 import importlib
-import re
-import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -29,21 +27,18 @@ QueueFactory = Callable[[str], Any]
 ENTRY_POINT_GROUP = "queue_consumer.queues"
 
 _BUILTIN: dict[str, str] = {
-    "memory": "queue_consumer._urls:memory_from_url",
+    "memory": "queue_consumer.adapters.memory:from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
     "nats": "queue_consumer.adapters.nats:from_url",
     "nats+tls": "queue_consumer.adapters.nats:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
-}
-
-#: Which extra brings the third-party library a built-in adapter module needs.
-_EXTRAS: dict[str, str] = {
-    "queue_consumer.adapters.sqs": "sqs",
+    # An SQS queue URL is a plain https URL (an emulator's, http): the SQS adapter claims it,
+    # or refuses it with a clear error. The registry itself knows no broker.
+    "http": "queue_consumer.adapters.sqs:from_url",
+    "https": "queue_consumer.adapters.sqs:from_url",
 }
 
 _registered: dict[str, QueueFactory | str] = {}
-_memory_queues: dict[str, Any] = {}
-_memory_lock = threading.Lock()
 
 
 def register_scheme(scheme: str, factory: QueueFactory | str) -> None:
@@ -84,60 +79,13 @@ def open_queue(url: str) -> Any:
         raise _missing_dependency(scheme, getattr(factory, "__module__", ""), exc) from exc
 
 
-def memory_from_url(url: str) -> Any:
-    """``memory://NAME?visibility_timeout=S&max_messages=N&reject_delay=S``: an in-process
-    ``MemoryQueue``, one per name and process (demos and tests)."""
-    from . import MemoryQueue  # imported here: opening other schemes needs none of the core
-
-    parts = urlsplit(url)
-    options: dict[str, Any] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _MEMORY_OPTIONS:
-            raise ConfigurationError(
-                f"unknown memory:// option {key!r} (known: {', '.join(sorted(_MEMORY_OPTIONS))})"
-            )
-        try:
-            options[key] = _MEMORY_OPTIONS[key](value)
-        except ValueError:
-            raise ConfigurationError(f"memory:// option {key}={value!r} is not a number") from None
-    name = parts.netloc + parts.path
-    with _memory_lock:
-        if name not in _memory_queues:
-            _memory_queues[name] = MemoryQueue(**options)
-        return _memory_queues[name]
-
-
-_MEMORY_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "visibility_timeout": float,
-    "max_messages": int,
-    "reject_delay": float,
-}
-
-
 def _scheme_of(url: str) -> str:
     if "://" not in url:
         raise ConfigurationError(
             f"not a queue URL: {url!r} (expected SCHEME://..., known schemes: "
             f"{', '.join(known_schemes())})"
         )
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https") and _looks_like_sqs(parts.hostname or "", parts.path):
-        return "sqs"
-    return scheme
-
-
-def _looks_like_sqs(host: str, path: str) -> bool:
-    """SQS queue URLs are plain http(s) URLs: https://sqs.eu-west-1.amazonaws.com/123/jobs,
-    or an emulator's (moto, localstack) http://localhost:4566/000000000000/jobs."""
-    return (
-        host.startswith(("sqs.", "sqs-"))
-        or host.endswith(".queue.amazonaws.com")
-        or _SQS_PATH.fullmatch(path) is not None
-    )
-
-
-_SQS_PATH = re.compile(r"/\d{12}/[A-Za-z0-9_.-]{1,80}/?")
+    return urlsplit(url).scheme.lower()
 
 
 def _resolve(scheme: str) -> QueueFactory:
@@ -168,9 +116,10 @@ def _import_factory(scheme: str, spec: str) -> QueueFactory:
 
 
 def _missing_dependency(scheme: str, module_name: str, exc: ModuleNotFoundError) -> Exception:
-    extra = _EXTRAS.get(module_name)
-    if extra is None and module_name.startswith("queue_consumer.adapters."):
-        extra = module_name.rsplit(".", 1)[1]
+    # A built-in adapter's extra is named after its package: queue_consumer.adapters.sqs -> [sqs].
+    extra = None
+    if module_name.startswith("queue_consumer.adapters."):
+        extra = module_name.split(".")[2]
     missing = exc.name or str(exc)
     if extra is not None and missing != module_name:
         return ConfigurationError(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from queue_consumer.adapters._sqs_batch import run_batches
 from queue_consumer.adapters.sqs import SQSMessage, SQSQueue
+from queue_consumer.adapters.sqs._batch import run_batches
 
 
 def entry(item: int) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from queue_consumer.adapters._sqs_heartbeat import ExtendResult, Heartbeat
 from queue_consumer.adapters.sqs import SQSQueue
+from queue_consumer.adapters.sqs._heartbeat import ExtendResult, Heartbeat
 from queue_consumer.testing import wait_until
 
 MakeQueue = Callable[..., str]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from queue_consumer.adapters._sqs_url import parse_url
 from queue_consumer.adapters.sqs import FixedDelay, SQSQueue, from_url
+from queue_consumer.adapters.sqs._url import parse_url
 from queue_consumer.errors import ConfigurationError
 
 MakeQueue = Callable[..., str]

@@ -11,8 +11,8 @@ import sys
 import pytest
 from cli_helpers import CLI
 
-from queue_consumer._logging import JSONFormatter
 from queue_consumer.cli import main
+from queue_consumer.cli._logging import JSONFormatter
 
 
 def _record(exc_info: object = None) -> logging.LogRecord:
@@ -48,7 +48,7 @@ def test_json_formatter_keeps_the_traceback_in_exc() -> None:
 
 def test_importing_the_cli_configures_no_logging() -> None:
     code = (
-        "import logging, queue_consumer.cli, queue_consumer._demo, queue_consumer._urls;"
+        "import logging, queue_consumer.cli, queue_consumer.cli._demo, queue_consumer._urls;"
         "root = logging.getLogger();"
         "print(len(root.handlers), root.level)"
     )

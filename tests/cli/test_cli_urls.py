@@ -10,13 +10,14 @@ import pytest
 
 from queue_consumer import MemoryQueue, _urls
 from queue_consumer._urls import known_schemes, open_queue, register_scheme
+from queue_consumer.adapters import memory
 from queue_consumer.errors import ConfigurationError
 
 
 @pytest.fixture(autouse=True)
 def _clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_urls, "_registered", {})
-    monkeypatch.setattr(_urls, "_memory_queues", {})
+    monkeypatch.setattr(memory, "_by_name", {})
 
 
 def test_memory_queue_is_one_per_name_with_options() -> None:
@@ -28,9 +29,9 @@ def test_memory_queue_is_one_per_name_with_options() -> None:
 
 
 def test_memory_queue_rejects_unknown_and_bad_options() -> None:
-    with pytest.raises(ConfigurationError, match="unknown memory:// option 'colour'"):
+    with pytest.raises(ConfigurationError, match="unknown option 'colour' in 'memory://jobs"):
         open_queue("memory://jobs?colour=red")
-    with pytest.raises(ConfigurationError, match="not a number"):
+    with pytest.raises(ConfigurationError, match="max_messages must be an integer"):
         open_queue("memory://jobs?max_messages=many")
 
 
@@ -65,15 +66,13 @@ def test_register_scheme_with_a_callable_and_a_string() -> None:
         open_queue("json://x")
 
 
-def test_https_sqs_host_goes_to_the_sqs_factory() -> None:
-    seen: list[str] = []
-    register_scheme("sqs", lambda url: seen.append(url) or "sqs queue")
-    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs"
-    assert open_queue(url) == "sqs queue"
-    emulated = "http://localhost:4566/000000000000/jobs"  # localstack, moto: no sqs. host
-    assert open_queue(emulated) == "sqs queue"
-    assert seen == [url, emulated]
-    with pytest.raises(ConfigurationError, match="unknown queue URL scheme 'https'"):
+def test_http_urls_are_claimed_by_the_sqs_adapter_which_refuses_others() -> None:
+    """The registry knows no broker: http(s) URLs go to the SQS adapter, which says no."""
+    from queue_consumer.adapters.sqs import from_url
+
+    assert _urls._resolve("https") is from_url
+    assert _urls._resolve("http") is from_url
+    with pytest.raises(ConfigurationError, match="expected an SQS queue URL"):
         open_queue("https://example.com/jobs")
 
 
@@ -95,7 +94,7 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch: pytest.MonkeyP
     for name in [
         m
         for m in sys.modules
-        if m.startswith(("queue_consumer.adapters.sqs", "queue_consumer.adapters._sqs"))
+        if m.startswith(("queue_consumer.adapters.sqs", "queue_consumer.adapters.sqs."))
     ]:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ConfigurationError, match=r"install queue-consumer\[sqs\]"):

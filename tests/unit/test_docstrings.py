@@ -15,7 +15,7 @@ import pytest
         "queue_consumer._consumer",
         "queue_consumer.adapters._bodies",
         "queue_consumer.adapters._options",
-        "queue_consumer._memory",
+        "queue_consumer.adapters.memory",
         "queue_consumer._hooks",
         "queue_consumer.testing",
     ],

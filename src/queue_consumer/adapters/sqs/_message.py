@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 
 __all__ = [
     "MAX_VISIBILITY_TIMEOUT",

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._bodies import decode, encode
+from .._bodies import decode, encode
 
 __all__ = ["DeadLetter", "SQLiteMessage", "checked", "decode", "encode", "lease_keys", "message_id"]
 

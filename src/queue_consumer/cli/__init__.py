@@ -12,7 +12,7 @@ Every option can also come from the environment as ``QUEUE_CONSUMER_<OPTION>``
 Exit codes: 0 clean stop (SIGTERM / SIGINT), 1 unexpected error, 2 usage or configuration
 error, 3 too many stuck handlers (``StuckHandlersError``): let the orchestrator restart us.
 
-The parser and env vars are in ``_cli_options``, the commands in ``_cli_commands``; with
+The parser and env vars are in ``_options``, the commands in ``_commands``; with
 this module they are the only place for argv, env vars, logging, signals and exit codes.
 """
 
@@ -24,8 +24,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ._cli_commands import COMMANDS, load_object, one_line
-from ._cli_options import (
+from ..errors import ConfigurationError, StuckHandlersError
+from ._commands import COMMANDS, load_object, one_line
+from ._logging import TEXT_FORMAT, JSONFormatter
+from ._options import (
     ENV_PREFIX,
     EXIT_ERROR,
     EXIT_OK,
@@ -37,8 +39,6 @@ from ._cli_options import (
     build_parser,
     flag,
 )
-from ._logging import TEXT_FORMAT, JSONFormatter
-from .errors import ConfigurationError, StuckHandlersError
 
 __all__ = [
     "EXIT_ERROR",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from ._sqs_message import MAX_VISIBILITY_TIMEOUT
+from ._message import MAX_VISIBILITY_TIMEOUT
 
 __all__ = ["ExtendResult", "Heartbeat"]
 

@@ -17,7 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigurationError
+from .. import _checks as checks
+from ._options import OptionTable, parse_query
+
+__all__ = ["MemoryMessage", "MemoryQueue", "from_url"]
 
 
 @dataclass(frozen=True)
@@ -46,15 +49,11 @@ class MemoryQueue:
         max_messages: int = 10,
         reject_delay: float = 0.0,
     ) -> None:
-        if visibility_timeout <= 0:
-            raise ConfigurationError(f"visibility_timeout must be > 0, not {visibility_timeout!r}")
-        if max_messages < 1:
-            raise ConfigurationError(f"max_messages must be >= 1, not {max_messages!r}")
-        if reject_delay < 0:
-            raise ConfigurationError(f"reject_delay must be >= 0, not {reject_delay!r}")
-        self.visibility_timeout = visibility_timeout
-        self.max_messages = max_messages
-        self.reject_delay = reject_delay
+        self.visibility_timeout = checks.seconds(
+            "visibility_timeout", visibility_timeout, positive=True
+        )
+        self.max_messages = checks.count("max_messages", max_messages)
+        self.reject_delay = checks.seconds("reject_delay", reject_delay)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._receipts = itertools.count(1)
@@ -153,3 +152,23 @@ class MemoryQueue:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             self._visible.append(heapq.heappop(delayed)[1])
+
+
+_URL_OPTIONS: OptionTable = {
+    "visibility_timeout": ("visibility_timeout", checks.seconds),
+    "max_messages": ("max_messages", checks.count),
+    "reject_delay": ("reject_delay", checks.seconds),
+}
+_by_name: dict[str, MemoryQueue] = {}
+_by_name_lock = threading.Lock()
+
+
+def from_url(url: str) -> MemoryQueue:
+    """``memory://NAME?visibility_timeout=S&max_messages=N&reject_delay=S``: an in-process
+    ``MemoryQueue``, one per name and process (demos and tests)."""
+    options = parse_query(url, _URL_OPTIONS)
+    name = url.partition("://")[2].partition("?")[0]
+    with _by_name_lock:
+        if name not in _by_name:
+            _by_name[name] = MemoryQueue(**options)
+        return _by_name[name]

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from . import Consumer, ConsumerHooks
-from ._urls import open_queue
-from .errors import PartialFailure
+from .. import Consumer, ConsumerHooks
+from .._urls import open_queue
+from ..errors import PartialFailure
 
 __all__ = ["DemoOptions", "demo_handler", "run_demo"]
 

@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import ConfigurationError, ConsumerStateError
-from ._sqs_batch import BatchOutcome, run_batches
-from ._sqs_heartbeat import ExtendResult, Heartbeat
-from ._sqs_message import (
+from ...errors import ConfigurationError, ConsumerStateError
+from ._batch import BatchOutcome, run_batches
+from ._heartbeat import ExtendResult, Heartbeat
+from ._message import (
     MAX_VISIBILITY_TIMEOUT,
     ExponentialBackoff,
     FixedDelay,
@@ -40,7 +40,7 @@ from ._sqs_message import (
     message_from_response,
     reject_policy_from,
 )
-from ._sqs_support import (
+from ._support import (
     SQSBatchError,
     SQSStatistics,
     delete_entry,
@@ -51,7 +51,7 @@ from ._sqs_support import (
     validate,
     with_needed,
 )
-from ._sqs_url import parse_url
+from ._url import parse_url
 
 try:
     import boto3
@@ -410,6 +410,6 @@ class SQSQueue:
 def from_url(url: str) -> SQSQueue:
     """``sqs://NAME?region=..&wait=..``, or a queue URL ``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``.
 
-    Query options: see ``_sqs_url.QUERY_OPTIONS``. A bad URL raises ``ConfigurationError``.
+    Query options: see ``_url.QUERY_OPTIONS``. A bad URL raises ``ConfigurationError``.
     """
     return SQSQueue(**parse_url(url))

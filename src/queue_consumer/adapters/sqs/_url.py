@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 
 __all__ = ["QUERY_OPTIONS", "parse_url"]
 

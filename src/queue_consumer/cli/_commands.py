@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-from ._cli_options import ENV_PREFIX, EXIT_OK, UsageError
-from ._urls import open_queue
-from .errors import ConfigurationError
+from .._urls import open_queue
+from ..errors import ConfigurationError
+from ._options import ENV_PREFIX, EXIT_OK, UsageError
 
 SEND_CHUNK = 500  # messages per put_many call: bounded memory for huge input files
 
@@ -111,7 +111,7 @@ def _as_dict(stats: Any) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import Consumer  # the core only when consuming: `send` and `stats` stay light
+    from .. import Consumer  # the core only when consuming: `send` and `stats` stay light
 
     if not args.handler:
         raise UsageError(f"a MODULE:HANDLER is required (or {ENV_PREFIX}HANDLER)")

@@ -7,7 +7,7 @@ from typing import Any
 
 from queue_consumer.errors import ConfigurationError
 
-from ._sqlite_connections import transaction
+from ._connections import transaction
 
 SCHEMA_VERSION = 1
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError, QueueConsumerError
-from ._sqs_message import MAX_VISIBILITY_TIMEOUT, SQSMessage
+from ...errors import ConfigurationError, QueueConsumerError
+from ._message import MAX_VISIBILITY_TIMEOUT, SQSMessage
 
 __all__ = [
     "SQSBatchError",

@@ -16,9 +16,9 @@ Each delivery counts one attempt and carries a fresh lease token: ``cleanup`` / 
 expired (and whose message went to someone else) cannot delete or move it.
 
 This module holds the rules (attempts, backoff, dead letters, leases); the SQL is in
-``_sqlite_tables``, connections and error translation in ``_sqlite_connections``, what
-``get()`` returns in ``_sqlite_messages``, argument and URL checks in ``_sqlite_settings``
-and the lease heartbeat in ``_sqlite_heartbeat``.
+``_tables``, connections and error translation in ``_connections``, what
+``get()`` returns in ``_messages``, argument and URL checks in ``_settings``
+and the lease heartbeat in ``_heartbeat``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 
 from queue_consumer.errors import ConfigurationError
 
-from . import _sqlite_tables as tables
-from ._sqlite_connections import Connections, SQLiteQueueError, transaction, use_wal
-from ._sqlite_heartbeat import Heartbeat
-from ._sqlite_messages import (
+from . import _tables as tables
+from ._connections import Connections, SQLiteQueueError, transaction, use_wal
+from ._heartbeat import Heartbeat
+from ._messages import (
     DeadLetter,
     SQLiteMessage,
     checked,
@@ -44,7 +44,7 @@ from ._sqlite_messages import (
     lease_keys,
     message_id,
 )
-from ._sqlite_settings import (
+from ._settings import (
     check_count,
     check_path,
     check_seconds,
