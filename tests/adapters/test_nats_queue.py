@@ -394,3 +394,23 @@ def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "nats", None)  # import nats -> ModuleNotFoundError
     with pytest.raises(ConfigurationError, match=r"queue-consumer\[nats\]"):
         _urls.open_queue("nats://127.0.0.1:4222?stream=S")
+
+
+def test_several_queues_creating_one_stream_at_once(make_queue: MakeQueue) -> None:
+    stream = unique()
+    queues = [make_queue(stream, ack_wait=5 + i) for i in range(4)]  # differing settings too
+    errors: list[BaseException] = []
+
+    def first_use(queue: JetStreamQueue) -> None:
+        try:
+            queue.put(f"from {id(queue)}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(q,)) for q in queues]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert queues[0].stats()["depth"] == 4

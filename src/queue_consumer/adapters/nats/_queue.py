@@ -424,14 +424,16 @@ class JetStreamQueue:
 
     async def _setup(self) -> None:
         """Connect, and create or bind the streams and the consumer (once)."""
-        if self._ready:
+        if self._ready and self._nc is not None and not self._nc.is_closed:
             return
         if self._setup_lock is None:
             self._setup_lock = asyncio.Lock()
         async with self._setup_lock:
-            if self._ready:
+            if self._ready and self._nc is not None and not self._nc.is_closed:
                 return
             if self._nc is None or self._nc.is_closed:
+                # Closed for good (max_reconnect_attempts ran out): start over.
+                self._inboxes.clear()
                 self._nc = await self._connect()
                 self._js = self._nc.jetstream(timeout=self._settings.request_timeout)
             assert self._js is not None
@@ -495,8 +497,12 @@ class JetStreamQueue:
                 max_ack_pending=s.max_ack_pending,
                 filter_subject=s.subject,
             )
-            # The same config from several processes at once is idempotent on the server.
-            info = await js.add_consumer(s.stream, config)
+            try:
+                # The same config from several processes at once is idempotent on the server.
+                info = await js.add_consumer(s.stream, config)
+            except nats.js.errors.BadRequestError:
+                # Created meanwhile with other settings: bind it as it is.
+                info = await js.consumer_info(s.stream, s.consumer)
         ack_wait = info.config.ack_wait
         if ack_wait and abs(ack_wait - self.ack_wait) > 1e-3:
             log.info(
@@ -540,21 +546,27 @@ class JetStreamQueue:
             self._inboxes[key] = sub
         n = self.max_messages
         msgs = _drain(sub, n)
-        if not msgs:
-            await nc.publish(self._next_subject, self._no_wait, reply=sub.subject)
-            msgs = await self._collect(sub, n, self._settings.request_timeout)
-        if not msgs and self.wait_time > 0 and not self._closing:
-            await nc.publish(self._next_subject, self._linger, reply=sub.subject)
-            msgs = await self._collect(sub, n, self.wait_time + 1.0)
+        try:
+            if not msgs:
+                await nc.publish(self._next_subject, self._no_wait, reply=sub.subject)
+                msgs = await self._collect(sub, n, self._settings.request_timeout, msgs)
+            if not msgs and self.wait_time > 0 and not self._closing:
+                await nc.publish(self._next_subject, self._linger, reply=sub.subject)
+                msgs = await self._collect(sub, n, self.wait_time + 1.0, msgs)
+        except asyncio.CancelledError:  # get() gave up waiting: hand back what came
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._hand_back(msgs))
+            raise
         if self._closing and msgs:  # delivered while the queue was closing: hand back
             await self._hand_back(msgs)
             return []
         return [(m.subject, m.reply, m.data, m.headers) for m in msgs]
 
-    async def _collect(self, sub: Subscription, n: int, timeout: float) -> list[Msg]:
-        """Messages of one pull request, until ``n``, the server's end-of-request status,
-        or ``timeout`` (a request lost with a server that went away)."""
-        msgs: list[Msg] = []
+    async def _collect(
+        self, sub: Subscription, n: int, timeout: float, msgs: list[Msg]
+    ) -> list[Msg]:
+        """Messages of one pull request (appended to ``msgs``), until ``n``, the server's
+        end-of-request status, or ``timeout`` (a request lost with a server that went away)."""
         deadline = time.monotonic() + timeout
         while len(msgs) < n:
             got = _drain(sub, n - len(msgs), statuses=True)
