@@ -214,13 +214,14 @@ def test_delivered_after_close_is_handed_back_at_once(make_queue: MakeQueue) -> 
     queue = make_queue(stream, ack_wait=60, heartbeat=False)
     queue.put("warm-up")
     queue.cleanup(get_all(queue, 1))
-    inbox = queue._inboxes[threading.get_ident()]
+    session = queue._session
+    inbox = session._inboxes[threading.get_ident()]
 
     async def open_pull() -> None:  # what a get() cut short leaves behind
-        assert queue._nc is not None
+        assert session.nc is not None
         request = json.dumps({"batch": 1, "expires": 30_000_000_000}).encode()
-        await queue._nc.publish(queue._next_subject, request, reply=inbox.subject)
-        await queue._nc.flush()
+        await session.nc.publish(session._next, request, reply=inbox.subject)
+        await session.nc.flush()
 
     queue._loop.run(open_pull(), 5)
     queue.put("late")
@@ -321,7 +322,7 @@ def test_defaults_from_the_stream_name() -> None:
 def test_tls_through_its_scheme_or_option() -> None:
     queue = open_queue("nats+tls://nats.example:4222?stream=S")
     assert queue.settings()["tls"] is True
-    assert queue._tls is not None
+    assert queue._session._tls is not None
     queue.close()
     assert from_url("nats://h?stream=S&tls=true").settings()["tls"] is True
     with pytest.raises(ConfigurationError, match="unknown queue URL scheme 'tls'"):
