@@ -15,6 +15,7 @@ from .errors import (
     ConsumerStateError,
     HandlerProcessError,
     PartialFailure,
+    PermanentFailure,
     QueueConsumerError,
     StuckHandlersError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "MemoryMessage",
     "MemoryQueue",
     "PartialFailure",
+    "PermanentFailure",
     "Queue",
     "QueueConsumerError",
     "State",

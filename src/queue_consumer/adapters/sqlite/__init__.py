@@ -18,7 +18,7 @@ expired (and whose message went to someone else) cannot delete or move it.
 This module holds the rules (attempts, backoff, dead letters, leases); the SQL is in
 ``_tables``, connections and error translation in ``_connections``, what
 ``get()`` returns in ``_messages``, argument and URL checks in ``_settings``
-and the lease heartbeat in ``_heartbeat``.
+and the lease heartbeat is the shared ``adapters._lease.LeaseKeeper``.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from queue_consumer import _checks as checks
+from queue_consumer.adapters._lease import LeaseKeeper
 from queue_consumer.errors import ConfigurationError
 
 from . import _tables as tables
 from ._connections import Connections, SQLiteQueueError, transaction, use_wal
-from ._heartbeat import Heartbeat
 from ._messages import (
     DeadLetter,
     SQLiteMessage,
@@ -131,12 +132,15 @@ class SQLiteQueue:
         self.wait_time = check_seconds("wait_time", wait_time)
         self.busy_timeout = check_seconds("busy_timeout", busy_timeout)
         self.synchronous = check_synchronous(synchronous)
-        if not isinstance(heartbeat, bool):
-            raise ConfigurationError(f"heartbeat must be True or False, not {heartbeat!r}")
-        self.heartbeat = heartbeat
-        self._heartbeat = (
-            Heartbeat(self._extend, self.visibility_timeout, join_timeout=self.busy_timeout + 1)
-            if heartbeat
+        self.heartbeat = checks.flag("heartbeat", heartbeat)
+        # Extend a lease once it is half gone; a fast handler costs nothing.
+        self._heartbeat: LeaseKeeper[tuple[int, str]] | None = (
+            LeaseKeeper(
+                lambda held: self._extend(list(held), self.visibility_timeout),
+                self.visibility_timeout / 2,
+                name="sqlite",
+            )
+            if self.heartbeat
             else None
         )
         self._connections = Connections(
