@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from queue_consumer import Consumer
+from queue_consumer import Consumer, PermanentFailure
 from queue_consumer.testing import wait_until
 
 if __package__:
@@ -90,7 +90,7 @@ def test_thousand_messages_with_random_failures(
 
 CONSUMER = """
 import os, signal, sys, time
-from queue_consumer import Consumer
+from queue_consumer import Consumer, PermanentFailure
 from queue_consumer.adapters.nats import JetStreamQueue
 
 OUT, DELAY = sys.argv[1], float(sys.argv[2])
@@ -247,3 +247,21 @@ def test_consumer_shutdown_hands_back_what_it_did_not_start(
 
     wait_until(drained, timeout=15, message="the released messages came back at once")
     assert released > 0, "the consumer had fetched nothing it did not start"
+
+
+def refuse_poison(messages: Iterator[JetStreamMessage]) -> None:
+    for message in messages:
+        if message.body == "poison":
+            raise PermanentFailure("cannot be handled")
+
+
+def test_permanent_failure_goes_to_dead_letters_at_once(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_attempts=5)
+    queue.put_many(["ok-1", "poison", "ok-2"])
+    with Consumer(queue, refuse_poison, max_workers=1, max_handlers=2) as consumer:
+        wait_until(lambda: queue.stats()["dead_letters"] == 1, timeout=30)
+        wait_until(lambda: settled(queue), timeout=30)
+    [dead] = queue.dead_letters()
+    assert dead.body == "poison" and dead.attempts == 1
+    assert "cannot be handled" in (dead.last_error or "")
+    assert consumer.statistics().dead_lettered == 1

@@ -215,7 +215,7 @@ def test_delivered_after_close_is_handed_back_at_once(make_queue: MakeQueue) -> 
     queue.put("warm-up")
     queue.cleanup(get_all(queue, 1))
     session = queue._session
-    inbox = session._inboxes[threading.get_ident()]
+    inbox = session._inboxes[threading.current_thread()]
 
     async def open_pull() -> None:  # what a get() cut short leaves behind
         assert session.nc is not None
@@ -415,3 +415,64 @@ def test_several_queues_creating_one_stream_at_once(make_queue: MakeQueue) -> No
         thread.join(30)
     assert errors == []
     assert queues[0].stats()["depth"] == 4
+
+
+def test_interrupt_ends_a_waiting_get(make_queue: MakeQueue) -> None:
+    queue = make_queue(wait_time=30)
+    queue.put("first")
+    queue.cleanup(get_all(queue, 1))  # connected, inbox made
+    result: list[list[JetStreamMessage]] = []
+    put = threading.Event()
+
+    def poll() -> None:  # one polling thread, as a consumer's worker
+        result.append(queue.get())
+        put.wait(10)
+        result.append(get_all(queue, 1, timeout=10))
+
+    waiting = threading.Thread(target=poll)
+    started = time.monotonic()
+    waiting.start()
+    wait_until(lambda: queue.stats()["waiting_pulls"] >= 1, timeout=10, message="a pull waits")
+    queue.interrupt()
+    wait_until(lambda: bool(result), timeout=10, message="get() returned")
+    assert result == [[]] and time.monotonic() - started < 10
+    queue.put("after")  # the interrupted pull is still open at the server: it gets this
+    put.set()
+    waiting.join(15)
+    assert [m.body for m in result[1]] == ["after"]
+
+
+def test_dead_letter_now_whatever_the_attempts(make_queue: MakeQueue) -> None:
+    queue = make_queue(max_attempts=5, heartbeat=False)
+    queue.put("never")
+    [message] = get_all(queue, 1)
+    assert queue.dead_letter([message], error="PermanentFailure: not an order") == 1
+    [dead] = queue.dead_letters()
+    assert (dead.body, dead.attempts, dead.last_error) == (
+        "never",
+        1,
+        "PermanentFailure: not an order",
+    )
+    assert queue.stats()["in_flight"] == 0
+
+
+def test_what_arrived_for_an_ended_thread_goes_to_the_next_new_one(make_queue: MakeQueue) -> None:
+    queue = make_queue(wait_time=30, ack_wait=60, heartbeat=False)
+    queue.put("first")
+    got: list[list[JetStreamMessage]] = []
+
+    def poll_once() -> None:  # a worker that is interrupted, then ends
+        got.append(queue.get())
+        got.append(queue.get())
+
+    worker = threading.Thread(target=poll_once)
+    worker.start()
+    wait_until(lambda: queue.stats()["waiting_pulls"] >= 1, timeout=10, message="a pull waits")
+    queue.interrupt()
+    worker.join(10)
+    queue.put("stranded")  # delivered to the ended thread's inbox by its open pull
+    wait_until(lambda: queue.stats()["depth"] == 0, timeout=5, message="delivered to it")
+    revived = threading.Thread(target=lambda: got.append(get_all(queue, 1, timeout=5)))
+    revived.start()
+    revived.join(10)
+    assert [m.body for m in got[-1]] == ["stranded"]  # not after ack_wait (60 s)

@@ -106,7 +106,7 @@ class JetStreamQueue:
             )
         s = self._settings
         budget = s.wait_time + 2 * s.request_timeout + s.connect_timeout + 1
-        raw = self._loop.run(self._session.pull(threading.get_ident()), budget)
+        raw = self._loop.run(self._session.pull(threading.current_thread()), budget)
         if not raw:
             return []
         messages = [snapshot(*item) for item in raw]
@@ -133,15 +133,16 @@ class JetStreamQueue:
             return 0
         dead = [m for m in batch if m.delivery_count >= self.max_attempts]
         retry = [m for m in batch if m.delivery_count < self.max_attempts]
-        if dead:
-            reason = error or f"rejected on all {self.max_attempts} attempts"
-            moving = _dead.move(self._session, dead, reason)
-            unsent = self._loop.run(moving, self._budget(len(dead)))
-            self._count(dead_lettered=len(dead) - len(unsent))
-            retry += unsent
-        if retry:
-            self._settle("reject", [(m.reply, self._nak_after(m)) for m in retry])
-            self._count(rejected=len(retry))
+        self._move(retry, dead, error or f"rejected on all {self.max_attempts} attempts")
+        return len(batch)
+
+    def dead_letter(self, messages: Iterable[JetStreamMessage], *, error: str | None = None) -> int:
+        """Messages that can never succeed (the handler raised ``PermanentFailure``): into the
+        dead-letter stream now, whatever their attempts. One that cannot be copied is
+        rejected as usual. Returns how many were settled."""
+        batch = self._settling(messages)
+        if batch:
+            self._move([], batch, error or "a permanent failure")
         return len(batch)
 
     def release(self, messages: Iterable[JetStreamMessage]) -> int:
@@ -239,6 +240,11 @@ class JetStreamQueue:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def interrupt(self) -> None:
+        """Make a ``get()`` waiting for messages return now (the consumer is stopping)."""
+        if self._loop.started() and not self._closed:
+            self._loop.loop.call_soon_threadsafe(self._session.interrupt)
+
     def close(self) -> None:
         """Stop reading: messages delivered since (an open pull request) are handed back
         at once, then the connection and the event loop thread end. Idempotent. Messages
@@ -281,6 +287,21 @@ class JetStreamQueue:
             # Settled already, or a delivery of another queue object: JetStream decides.
             self._count(unknown_settles=unknown)
         return batch
+
+    def _move(
+        self, retry: list[JetStreamMessage], dead: list[JetStreamMessage], reason: str
+    ) -> None:
+        """Dead-letter ``dead`` (those that cannot be copied join ``retry``); nak ``retry``
+        with its backoff."""
+        if dead:
+            unsent = self._loop.run(
+                _dead.move(self._session, dead, reason), self._budget(len(dead))
+            )
+            self._count(dead_lettered=len(dead) - len(unsent))
+            retry = retry + unsent
+        if retry:
+            self._settle("reject", [(m.reply, self._nak_after(m)) for m in retry])
+            self._count(rejected=len(retry))
 
     def _nak_after(self, message: JetStreamMessage) -> bytes:
         delay = int(self.backoff(message.delivery_count) * 1e9)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,8 @@ Raw = tuple[str, str, bytes, "dict[str, str] | None"]
 
 NAK = b"-NAK"
 _STATUS = "Status"
+_INTERRUPTED = "499"  # not a server status: interrupt() ends a waiting pull with it
+_SETTLE_ATTEMPTS = 3  # an unconfirmed ack is sent again this often (acks are idempotent)
 
 
 class JetStreamError(RuntimeError):
@@ -55,7 +58,9 @@ class Session:
         self.closing = False
         self._ready = False
         self._lock: asyncio.Lock | None = None
-        self._inboxes: dict[int, Subscription] = {}  # a polling thread's id -> its inbox
+        # A polling thread -> its inbox (pulls of one thread never see another's answers).
+        self._inboxes: dict[threading.Thread, Subscription] = {}
+        self._interrupts = 0  # interrupt() calls so far: a pull waiting then stops waiting
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{settings.stream}.{settings.consumer}"
         self._no_wait = json.dumps({"batch": settings.max_messages, "no_wait": True}).encode()
         expires = max(int(settings.wait_time * 1e9), 1_000_000)
@@ -184,21 +189,30 @@ class Session:
 
     # -- pulling -------------------------------------------------------------------------
 
-    async def pull(self, key: int) -> list[Raw]:
+    async def pull(self, thread: threading.Thread) -> list[Raw]:
         """One get(): what already arrived, else a no-wait pull, else one lingering pull."""
         nc = await self.connection()
-        sub = self._inboxes.get(key)
-        if sub is None:
-            sub = await nc.subscribe(nc.new_inbox())
-            self._inboxes[key] = sub
         s = self.settings
         n = s.max_messages
-        msgs = drain(sub, n)
+        sub = self._inboxes.get(thread)
+        orphans: list[Msg] = []
+        if sub is None:
+            sub = await nc.subscribe(nc.new_inbox())
+            self._inboxes[thread] = sub
+            # A new polling thread (a revived worker, say): what arrived for threads that
+            # ended is handed out here rather than left to wait out its ack_wait.
+            for gone in [t for t in self._inboxes if not t.is_alive()]:
+                old = self._inboxes.pop(gone)
+                with contextlib.suppress(Exception):
+                    await old.unsubscribe()
+                orphans += drain(old, 1 << 30)
+        interrupts = self._interrupts
+        msgs = orphans or drain(sub, n)
         try:
             if not msgs:
                 await nc.publish(self._next, self._no_wait, reply=sub.subject)
                 await self._collect(sub, n, s.request_timeout, msgs)
-            if not msgs and s.wait_time > 0 and not self.closing:
+            if not msgs and s.wait_time > 0 and not self.closing and interrupts == self._interrupts:
                 await nc.publish(self._next, self._linger, reply=sub.subject)
                 await self._collect(sub, n, s.wait_time + 1.0, msgs)
         except asyncio.CancelledError:  # get() gave up waiting: hand back what came
@@ -233,6 +247,13 @@ class Session:
                         self._on_conflict(msg)
                     return
 
+    def interrupt(self) -> None:
+        """End the waits of pulls in progress (the consumer is stopping): each inbox gets a
+        status message, which ends a pull as the server's own end-of-request status does."""
+        self._interrupts += 1
+        for sub in self._inboxes.values():
+            sub._pending_queue.put_nowait(Msg(sub._conn, headers={_STATUS: _INTERRUPTED}))
+
     def _on_conflict(self, msg: Msg) -> None:
         description = str((msg.headers or {}).get("Description", ""))
         if "deleted" in description.lower():
@@ -258,17 +279,35 @@ class Session:
         """Send acks (``(reply, payload)``) as requests, all at once; wait for every answer."""
         nc = await self.connection()
         timeout = self.settings.request_timeout
-        results = await asyncio.gather(
-            *(nc.request(reply, payload, timeout=timeout) for reply, payload in entries),
-            return_exceptions=True,
-        )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            self._count(settle_errors=len(failed))
-            raise JetStreamError(
-                f"{what}: {len(failed)} of {len(entries)} not confirmed by the server "
-                f"({failed[0]!r}); unconfirmed messages come back after ack_wait"
+        pending, total = entries, len(entries)
+        for attempt in range(1, _SETTLE_ATTEMPTS + 1):
+            results = await asyncio.gather(
+                *(nc.request(reply, payload, timeout=timeout) for reply, payload in pending),
+                return_exceptions=True,
             )
+            failed = [
+                (e, r)
+                for e, r in zip(pending, results, strict=True)
+                if isinstance(r, BaseException)
+            ]
+            if not failed:
+                return
+            self._count(settle_errors=len(failed))
+            pending = [entry for entry, _ in failed]
+            if attempt < _SETTLE_ATTEMPTS:
+                log.warning(
+                    "%s: %s: %d of %d not confirmed (%r); sending them again",
+                    self.settings.describe(),
+                    what,
+                    len(failed),
+                    total,
+                    failed[0][1],
+                )
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise JetStreamError(
+            f"{what}: {len(pending)} of {total} not confirmed by the server after "
+            f"{_SETTLE_ATTEMPTS} attempts ({failed[0][1]!r}); they come back after ack_wait"
+        )
 
     # -- closing and callbacks -----------------------------------------------------------
 
