@@ -312,7 +312,8 @@ class JetStreamQueue:
 
     def _budget(self, items: int) -> float:
         s = self._settings
-        return s.connect_timeout + s.request_timeout * (2 + items // 1000) + 1
+        # Connecting, then up to three rounds of confirmations (with their pauses).
+        return s.connect_timeout + s.request_timeout * (4 + items // 1000) + 2
 
     def _lease_keeper(self, ack_wait: float) -> LeaseKeeper[str]:
         def extend(held: dict[str, float]) -> list[str]:
