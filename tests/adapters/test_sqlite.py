@@ -505,7 +505,7 @@ def test_closed_queue_refuses_work_and_close_is_idempotent(db: Path) -> None:
         ({"visibility_timeout": 0}, "visibility_timeout"),
         ({"visibility_timeout": -1}, "visibility_timeout"),
         ({"visibility_timeout": float("inf")}, "visibility_timeout"),
-        ({"visibility_timeout": "30"}, "visibility_timeout"),
+        ({"visibility_timeout": "soon"}, "visibility_timeout"),
         ({"max_messages": 0}, "max_messages"),
         ({"max_messages": 2.5}, "max_messages"),
         ({"max_messages": True}, "max_messages"),
@@ -706,12 +706,12 @@ def test_the_cli_url_opener_finds_the_adapter(tmp_path: Path) -> None:
         ("sqlite://host/jobs.db", "no host"),
         ("postgres:///jobs.db", "not a sqlite URL"),
         ("jobs.db", "not a sqlite URL"),
-        ("sqlite:///jobs.db?nope=1", "unknown parameter 'nope'"),
-        ("sqlite:///jobs.db?max_attempts=many", "bad value 'many' for 'max_attempts'"),
+        ("sqlite:///jobs.db?nope=1", "unknown option 'nope'"),
+        ("sqlite:///jobs.db?max_attempts=many", "max_attempts must be an integer"),
         ("sqlite:///jobs.db?max_attempts=0", "max_attempts"),
         ("sqlite:///jobs.db?queue=a&queue=b", "given twice"),
         ("sqlite:///jobs.db?queue=", "queue"),
-        ("sqlite:///jobs.db?heartbeat=sometimes", "bad value 'sometimes' for 'heartbeat'"),
+        ("sqlite:///jobs.db?heartbeat=sometimes", "heartbeat must be true or false"),
     ],
 )
 def test_bad_urls_are_configuration_errors(
@@ -726,3 +726,19 @@ def test_bad_urls_are_configuration_errors(
 def test_a_url_that_is_not_a_string_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="string"):
         from_url(b"sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_dead_letter_moves_a_message_at_once_whatever_its_attempts(db: Path) -> None:
+    """PermanentFailure: the consumer calls dead_letter, which spends no more attempts."""
+    with SQLiteQueue(db, max_attempts=5) as queue:
+        queue.put("poison")
+        [message] = queue.get()
+        assert queue.dead_letter([message], error="PermanentFailure: bad payload") == 1
+        [dead] = queue.dead_letters()
+        assert (dead.body, dead.attempts, dead.last_error) == (
+            "poison",
+            1,
+            "PermanentFailure: bad payload",
+        )
+        assert queue.stats()["dead_letters"] == 1 and queue.get() == []
+        assert queue.dead_letter([message]) == 0  # a second, late call moves nothing

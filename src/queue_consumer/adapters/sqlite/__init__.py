@@ -28,11 +28,24 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from queue_consumer import _checks as checks
 from queue_consumer.adapters._lease import LeaseKeeper
 from queue_consumer.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from queue_consumer._protocols import (
+        Queue,
+        SupportsCleanup,
+        SupportsClose,
+        SupportsDeadLetter,
+        SupportsDeadLetters,
+        SupportsExtend,
+        SupportsRejectWithError,
+        SupportsRelease,
+        SupportsStats,
+    )
 
 from . import _tables as tables
 from ._connections import Connections, SQLiteQueueError, transaction, use_wal
@@ -46,9 +59,7 @@ from ._messages import (
     message_id,
 )
 from ._settings import (
-    check_count,
     check_path,
-    check_seconds,
     check_synchronous,
     parse_url,
 )
@@ -118,19 +129,19 @@ class SQLiteQueue:
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
         self._queue = queue
-        self.visibility_timeout = check_seconds(
+        self.visibility_timeout = checks.seconds(
             "visibility_timeout", visibility_timeout, positive=True
         )
-        self.max_messages = check_count("max_messages", max_messages)
-        self.max_attempts = check_count("max_attempts", max_attempts)
-        self.retry_delay = check_seconds("retry_delay", retry_delay)
-        self.max_retry_delay = check_seconds("max_retry_delay", max_retry_delay)
+        self.max_messages = checks.count("max_messages", max_messages)
+        self.max_attempts = checks.count("max_attempts", max_attempts)
+        self.retry_delay = checks.seconds("retry_delay", retry_delay)
+        self.max_retry_delay = checks.seconds("max_retry_delay", max_retry_delay)
         if self.max_retry_delay < self.retry_delay:
             raise ConfigurationError(
                 f"max_retry_delay ({max_retry_delay!r}) must be >= retry_delay ({retry_delay!r})"
             )
-        self.wait_time = check_seconds("wait_time", wait_time)
-        self.busy_timeout = check_seconds("busy_timeout", busy_timeout)
+        self.wait_time = checks.seconds("wait_time", wait_time)
+        self.busy_timeout = checks.seconds("busy_timeout", busy_timeout)
         self.synchronous = check_synchronous(synchronous)
         self.heartbeat = checks.flag("heartbeat", heartbeat)
         # Extend a lease once it is half gone; a fast handler costs nothing.
@@ -208,6 +219,15 @@ class SQLiteQueue:
                 moved += tables.bury(conn, [(m.id, m.lease) for m in dead], now, reason)
             return moved
 
+    def dead_letter(self, messages: Iterable[SQLiteMessage], *, error: str | None = None) -> int:
+        """Move messages that can never succeed (``PermanentFailure``) to the dead letters
+        now, whatever attempts they have left. Returns how many were still leased."""
+        keys = self._settling(messages)
+        if not keys:
+            return 0
+        with self._connections.write("dead_letter") as conn:
+            return tables.bury(conn, keys, _now(), error or "dead-lettered by its handler")
+
     def release(self, messages: Iterable[SQLiteMessage]) -> int:
         """Return unhandled messages at once, without counting the attempt (shutdown)."""
         keys = self._settling(messages)
@@ -222,7 +242,7 @@ class SQLiteQueue:
         still leased. ``heartbeat=True`` does this by itself for every message ``get()``
         returned until it is settled."""
         seconds = self.visibility_timeout if timeout is None else timeout
-        seconds = check_seconds("timeout", seconds, positive=True)
+        seconds = checks.seconds("timeout", seconds, positive=True)
         keys = lease_keys(messages)
         return len(keys) - len(self._extend(keys, seconds))
 
@@ -234,7 +254,7 @@ class SQLiteQueue:
 
     def put_many(self, bodies: Iterable[Any], *, delay: float = 0.0) -> list[int]:
         """Add messages in one transaction; returns their ids in order."""
-        delay = check_seconds("delay", delay)
+        delay = checks.seconds("delay", delay)
         # Encode everything first: a bad body must not leave half a batch behind.
         rows = [encode(body) for body in bodies]
         if not rows:
@@ -265,7 +285,7 @@ class SQLiteQueue:
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of this queue."""
-        limit = check_count("limit", limit)
+        limit = checks.count("limit", limit)
         with self._connections.connection("dead_letters") as conn:
             rows = tables.dead_letters(conn, self._queue, limit)
         return [
@@ -392,3 +412,17 @@ def from_url(url: str) -> SQLiteQueue:
 
 def _restore(cls: type[SQLiteQueue], settings: dict[str, Any]) -> SQLiteQueue:
     return cls(**settings)
+
+
+if TYPE_CHECKING:  # mypy proves the capabilities SQLiteQueue claims (the consumer uses them)
+
+    def _capabilities(queue: SQLiteQueue) -> None:
+        _get: Queue[SQLiteMessage] = queue
+        _cleanup: SupportsCleanup[SQLiteMessage] = queue
+        _reject: SupportsRejectWithError[SQLiteMessage] = queue
+        _dead: SupportsDeadLetter[SQLiteMessage] = queue
+        _release: SupportsRelease[SQLiteMessage] = queue
+        _extend: SupportsExtend[SQLiteMessage] = queue
+        _close: SupportsClose = queue
+        _stats: SupportsStats = queue
+        _dead_letters: SupportsDeadLetters = queue
