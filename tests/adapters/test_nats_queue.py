@@ -14,7 +14,7 @@ import pytest
 
 from queue_consumer import open_queue
 from queue_consumer.errors import ConfigurationError
-from queue_consumer.testing import check_queue_contract, wait_until
+from queue_consumer.testing import wait_until
 
 if __package__:
     from .nats_server import SHARED, MakeQueue, delete_streams, make_queue, shared_server, unique
@@ -50,17 +50,6 @@ def nothing_for(queue: JetStreamQueue, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert queue.get() == []
-
-
-# -- the contract --------------------------------------------------------------------
-
-
-def test_conformance(make_queue: MakeQueue) -> None:
-    # No heartbeat: the check leaves two messages alone to see their ack_wait run out.
-    queue = make_queue(
-        ack_wait=2, heartbeat=False, retry_delay=0.05, max_retry_delay=0.2, max_attempts=50
-    )
-    check_queue_contract(queue, queue.put_many, timeout=30)
 
 
 def test_put_get_cleanup_round_trip_keeps_body_types(make_queue: MakeQueue) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors
 
@@ -397,18 +397,22 @@ if TYPE_CHECKING:
     from queue_consumer._protocols import (
         SupportsCleanup,
         SupportsClose,
+        SupportsDeadLetter,
         SupportsDeadLetters,
         SupportsExtend,
+        SupportsInterrupt,
         SupportsRejectWithError,
         SupportsRelease,
         SupportsStats,
     )
 
-    _queue = cast(JetStreamQueue, None)
-    _cleanup: SupportsCleanup[JetStreamMessage] = _queue
-    _reject: SupportsRejectWithError[JetStreamMessage] = _queue
-    _release: SupportsRelease[JetStreamMessage] = _queue
-    _extend: SupportsExtend[JetStreamMessage] = _queue
-    _close: SupportsClose = _queue
-    _stats: SupportsStats = _queue
-    _dead_letters: SupportsDeadLetters = _queue
+    def _capabilities(queue: JetStreamQueue) -> None:
+        _cleanup: SupportsCleanup[JetStreamMessage] = queue
+        _reject: SupportsRejectWithError[JetStreamMessage] = queue
+        _dead_letter: SupportsDeadLetter[JetStreamMessage] = queue
+        _release: SupportsRelease[JetStreamMessage] = queue
+        _extend: SupportsExtend[JetStreamMessage] = queue
+        _interrupt: SupportsInterrupt = queue
+        _close: SupportsClose = queue
+        _stats: SupportsStats = queue
+        _dead_letters: SupportsDeadLetters = queue
