@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
+import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +129,37 @@ def test_token_from_a_file_or_the_environment_never_shown(
     assert "Authorization" in shown[-2] or "auth" in shown[-2].lower()
     for text in [*shown, caplog.text]:
         assert token not in text
+
+
+def test_tls_through_a_nats_tls_url(tmp_path: Path) -> None:
+    """A private nats-server that requires TLS, with a self-signed certificate as the CA."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = PrivateServer(tmp_path, "--tls", "--tlscert", str(cert), "--tlskey", str(key))
+    server.start()
+    try:
+        url = f"nats+tls://127.0.0.1:{server.port}?stream=TLS&wait=0.2&tls_ca={cert}"
+        with from_url(url) as queue:
+            queue.put("over TLS")
+            [message] = queue.get()
+            queue.cleanup([message])
+            assert message.body == "over TLS"
+        # Without the CA the server's certificate is refused, and that fails in bounded time.
+        plain = f"nats://127.0.0.1:{server.port}?stream=TLS&connect_timeout=1&reconnect_wait=0.1"
+        started = time.monotonic()
+        with from_url(plain) as queue, pytest.raises(JetStreamError, match="cannot connect"):
+            queue.put("refused without the CA")
+        assert time.monotonic() - started < 10
+    finally:
+        server.stop()

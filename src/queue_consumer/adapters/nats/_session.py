@@ -122,8 +122,10 @@ class Session:
             options["tls"] = self._tls
             if s.tls_hostname is not None:
                 options["tls_hostname"] = s.tls_hostname
+        # nats-py can hang on a failed TLS handshake: the first connection has a deadline.
+        deadline = (s.connect_timeout + s.reconnect_wait) * 2 * len(s.servers) + 1
         try:
-            nc = await nats.connect(**options)
+            nc = await asyncio.wait_for(nats.connect(**options), deadline)
         except Exception as exc:
             # nats-py may name the server URL it tried: never show its user info.
             raise JetStreamError(
