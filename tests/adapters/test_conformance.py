@@ -67,7 +67,8 @@ def test_nats_jetstream_queue_conformance() -> None:
         max_attempts=50,
     )
     try:
-        check_queue_contract(queue, queue.put_many, timeout=30)
+        # JetStream counts a release as a delivery; late settles are fenced by the adapter.
+        check_queue_contract(queue, queue.put_many, timeout=30, release_counts=True)
     finally:
         queue.close()
         delete_streams(SHARED, [queue.stream, f"{queue.stream}_DEAD"])

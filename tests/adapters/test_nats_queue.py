@@ -465,3 +465,16 @@ def test_what_arrived_for_an_ended_thread_goes_to_the_next_new_one(make_queue: M
     revived.start()
     revived.join(10)
     assert [m.body for m in got[-1]] == ["stranded"]  # not after ack_wait (60 s)
+
+
+def test_a_late_settle_of_an_expired_delivery_is_skipped(make_queue: MakeQueue) -> None:
+    queue = make_queue(ack_wait=1, heartbeat=False)
+    queue.put("late")
+    [first] = get_all(queue, 1)
+    [second] = get_all(queue, 1, timeout=10)  # after the first delivery's ack_wait
+    assert second.delivery_count == 2
+    assert queue.cleanup([first]) == 0  # JetStream would apply it: the adapter does not
+    assert queue.reject([first]) == 0 and queue.release([first]) == 0
+    assert queue.statistics().late_settles == 3
+    assert queue.stats()["in_flight"] == 1  # still held by the second delivery
+    assert queue.cleanup([second]) == 1

@@ -108,6 +108,7 @@ class JetStreamStatistics:
     handed_back: int = 0  #: delivered after the queue stopped reading; nak'ed at once
     settle_errors: int = 0
     unknown_settles: int = 0  #: settles of deliveries this object does not hold (any more)
+    late_settles: int = 0  #: settles of a delivery this object has seen redelivered: skipped
     disconnects: int = 0
     reconnects: int = 0
     held: int = 0

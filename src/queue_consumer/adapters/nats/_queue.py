@@ -41,6 +41,7 @@ _WPI = b"+WPI"
 log = logging.getLogger("queue_consumer.adapters.nats")
 
 _PUT_CHUNK = 500  # publishes in flight at once in put_many
+_MAX_LATEST = 100_000  # deliveries remembered for fencing late settles
 
 
 class JetStreamQueue:
@@ -94,6 +95,8 @@ class JetStreamQueue:
         self._closed = False
         self._counts = dict.fromkeys(JetStreamStatistics.__dataclass_fields__, 0)
         self._counts_lock = threading.Lock()
+        self._latest: dict[int, int] = {}  # stream_seq -> latest delivery handed out here
+        self._latest_lock = threading.Lock()
         self._leases = self._lease_keeper(settings.ack_wait)
 
     # -- the queue contract ----------------------------------------------------------
@@ -110,6 +113,7 @@ class JetStreamQueue:
         if not raw:
             return []
         messages = [snapshot(*item) for item in raw]
+        self._handed_out(messages)
         self._leases.track(m.reply for m in messages)
         self._count(received=len(messages))
         return messages
@@ -159,6 +163,8 @@ class JetStreamQueue:
         """Send "in progress" for these deliveries: each is held for a full ``ack_wait``
         again (JetStream cannot set another duration, so ``timeout`` is not used)."""
         batch = checked(messages)
+        with self._latest_lock:
+            batch = [m for m in batch if self._latest.get(m.stream_seq, 0) <= m.delivery_count]
         if batch:
             self._settle("extend", [(m.reply, _WPI) for m in batch])
             self._count(extended=len(batch))
@@ -280,13 +286,35 @@ class JetStreamQueue:
     # -- internals -----------------------------------------------------------------------
 
     def _settling(self, messages: Iterable[JetStreamMessage]) -> list[JetStreamMessage]:
+        """The deliveries of ``messages`` that may still be settled, no longer heartbeated.
+
+        JetStream applies an ack from any delivery of a message, even one whose ack_wait
+        ran out while the message went out again. So the fence is here: a delivery older
+        than one this object handed out since is skipped and counted (``late_settles``).
+        """
         batch = checked(messages)
         held = self._leases.untrack(m.reply for m in batch)
-        unknown = len(batch) - len(held)
-        if unknown:
-            # Settled already, or a delivery of another queue object: JetStream decides.
-            self._count(unknown_settles=unknown)
-        return batch
+        with self._latest_lock:
+            latest = self._latest
+            fresh = [m for m in batch if latest.get(m.stream_seq, 0) <= m.delivery_count]
+            for m in fresh:
+                latest.pop(m.stream_seq, None)
+        late = len(batch) - len(fresh)
+        if late:
+            log.warning("%d late settle(s) skipped: delivered again since", late)
+        unknown = len(batch) - len(held) - late
+        self._count(late_settles=late, unknown_settles=max(unknown, 0))
+        return fresh
+
+    def _handed_out(self, messages: list[JetStreamMessage]) -> None:
+        with self._latest_lock:
+            latest = self._latest
+            for m in messages:
+                if latest.get(m.stream_seq, 0) < m.delivery_count:
+                    latest[m.stream_seq] = m.delivery_count
+            if len(latest) > _MAX_LATEST:  # never settled here (handed to another queue?)
+                for seq in list(latest)[: len(latest) - _MAX_LATEST]:
+                    del latest[seq]
 
     def _move(
         self, retry: list[JetStreamMessage], dead: list[JetStreamMessage], reason: str

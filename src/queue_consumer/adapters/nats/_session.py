@@ -197,19 +197,17 @@ class Session:
         s = self.settings
         n = s.max_messages
         sub = self._inboxes.get(thread)
-        orphans: list[Msg] = []
         if sub is None:
-            sub = await nc.subscribe(nc.new_inbox())
+            # A new polling thread (a revived worker, say) takes over the inbox of one that
+            # ended: what its open pull still delivers is handed out, not left to ack_wait.
+            gone = next((t for t in self._inboxes if not t.is_alive()), None)
+            if gone is not None:
+                sub = self._inboxes.pop(gone)
+            else:
+                sub = await nc.subscribe(nc.new_inbox())
             self._inboxes[thread] = sub
-            # A new polling thread (a revived worker, say): what arrived for threads that
-            # ended is handed out here rather than left to wait out its ack_wait.
-            for gone in [t for t in self._inboxes if not t.is_alive()]:
-                old = self._inboxes.pop(gone)
-                with contextlib.suppress(Exception):
-                    await old.unsubscribe()
-                orphans += drain(old, 1 << 30)
         interrupts = self._interrupts
-        msgs = orphans or drain(sub, n)
+        msgs = drain(sub, n)
         try:
             if not msgs:
                 await nc.publish(self._next, self._no_wait, reply=sub.subject)
