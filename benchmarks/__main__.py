@@ -26,6 +26,11 @@ WORKLOADS = {
     "W5": "w5_cpu",
     "W6": "w6_memory",
     "W7": "w7_sqlite",
+    "REDIS": "w_redis",
+    "OBS": "w_observability",
+    "RABBIT": "w_rabbitmq",
+    "PG": "w_postgres",
+    "NATS": "w_nats",
 }
 
 

@@ -27,13 +27,22 @@ QueueFactory = Callable[[str], Any]
 ENTRY_POINT_GROUP = "queue_consumer.queues"
 
 _BUILTIN: dict[str, str] = {
+    "amqp": "queue_consumer.adapters.rabbitmq:from_url",
+    "amqps": "queue_consumer.adapters.rabbitmq:from_url",
     "memory": "queue_consumer.adapters.memory:from_url",
+    "postgres": "queue_consumer.adapters.postgres:from_url",
+    "postgresql": "queue_consumer.adapters.postgres:from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
+    "nats": "queue_consumer.adapters.nats:from_url",
+    "nats+tls": "queue_consumer.adapters.nats:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
     # An SQS queue URL is a plain https URL (an emulator's, http): the SQS adapter claims it,
     # or refuses it with a clear error. The registry itself knows no broker.
     "http": "queue_consumer.adapters.sqs:from_url",
     "https": "queue_consumer.adapters.sqs:from_url",
+    "redis": "queue_consumer.adapters.redis:from_url",
+    "rediss": "queue_consumer.adapters.redis:from_url",
+    "redis+unix": "queue_consumer.adapters.redis:from_url",
 }
 
 _registered: dict[str, QueueFactory | str] = {}
