@@ -234,6 +234,27 @@ def report(
         "",
         table(results),
         "",
+        *textwrap.wrap(
+            "Where duplicates come from: a consumer (or handler child) killed after its "
+            "handler succeeded and before the batched settle went out; a settle (ack, "
+            "delete, XACK) that failed while the broker restarted, the link was down or "
+            "the proxy dropped the answer: the adapters do not retry a settle across an "
+            "outage, so the message comes back after its lease (at-least-once, by design); "
+            "moto's server, which can lose one of two concurrent deletes. A stuck-handler "
+            "exit (stuck-threads) used to release the messages of healthy handlers still "
+            "running, so another consumer handled them at the same time: fixed in the core "
+            "(they now get min(shutdown_timeout, handler_timeout) to finish).",
+            88,
+        ),
+        "",
+        *textwrap.wrap(
+            "Skipped rows say why. handler-memory sets RLIMIT_AS in the child (the "
+            "--initializer), so the allocation raises MemoryError; a kernel OOM kill is a "
+            "SIGKILL of the child, which kill-child covers. RabbitMQ's in_flight is None "
+            "(AMQP cannot tell).",
+            88,
+        ),
+        "",
     ]
     if scaled:
         lines += [
