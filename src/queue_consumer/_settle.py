@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._hooks import ConsumerHooks, emit
+from ._hooks import Hooks
 from ._statistics import Counters
 from ._tracking import format_exception
 
@@ -41,7 +41,7 @@ class Settler:
         self,
         queue: Any,
         counters: Counters,
-        hooks: tuple[ConsumerHooks, ...],
+        hooks: Hooks,
         *,
         delay: float,
         idle: Callable[[], bool],
@@ -160,7 +160,7 @@ class Settler:
             except Exception as exc:
                 failure = exc
                 self._counters.error(f"{stage}: {format_exception(exc)}")
-                emit(self._hooks, "on_error", stage, exc)
+                self._hooks.emit("on_error", stage, exc)
                 log.error(
                     "%s of %d message(s) failed; the queue will deliver them again",
                     stage,
@@ -168,10 +168,11 @@ class Settler:
                     exc_info=True,
                 )
         self._counters.settled(stage, len(messages))
-        if self._hooks:
-            emit(self._hooks, "on_settled", stage, messages, time.monotonic() - started, failure)
-            if stage == "release":
-                emit(self._hooks, "on_released", messages)
+        hooks = self._hooks
+        if hooks.wants("on_settled"):
+            hooks.emit("on_settled", stage, messages, time.monotonic() - started, failure)
+        if stage == "release":
+            hooks.emit("on_released", messages)
 
 
 def accepts_keyword(method: Callable[..., object] | None, name: str) -> bool:
