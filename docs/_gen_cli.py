@@ -1,7 +1,7 @@
 """Write docs/reference/cli.md from the `queue-consumer` argparse parser.
 
-    python docs/_gen_cli.py            # rewrite the page
-    python docs/_gen_cli.py --check    # exit 1 if the page is stale (the docs build and a test do this)
+    python docs/_gen_cli.py            # rewrite the page (make docs-cli)
+    python docs/_gen_cli.py --check    # exit 1 if the page is stale (the docs build, a test)
 
 The page is generated, never edited by hand: an option added to the parser appears here
 with its metavar, environment variable, default and help text.
@@ -48,7 +48,12 @@ def _section(name: str, parser: argparse.ArgumentParser, summary: str) -> list[s
     env_defaults = {opt.dest: opt.default for opt in parser.get_default("_env_options") or ()}
     usage = parser.format_usage().strip()
     lines = [f"## `{name}`", "", summary[:1].upper() + summary[1:] + ".", "", "```text", usage]
-    lines += ["```", "", "| Argument | Environment | Default | Meaning |", "| --- | --- | --- | --- |"]
+    lines += [
+        "```",
+        "",
+        "| Argument | Environment | Default | Meaning |",
+        "| --- | --- | --- | --- |",
+    ]
     for action in parser._actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
             continue
@@ -91,7 +96,9 @@ def is_stale() -> bool:
 def main(argv: list[str]) -> int:
     if "--check" in argv:
         if is_stale():
-            print(f"{PAGE} is stale: run `make docs-cli` (python docs/_gen_cli.py)", file=sys.stderr)
+            print(
+                f"{PAGE} is stale: run `make docs-cli` (python docs/_gen_cli.py)", file=sys.stderr
+            )
             return 1
         return 0
     PAGE.parent.mkdir(parents=True, exist_ok=True)
