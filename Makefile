@@ -49,7 +49,7 @@ docs: $(STAMP)
 	$(BIN)/mkdocs serve
 
 docs-build: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict counts
 
 docs-cli: $(STAMP)
 	$(BIN)/python docs/_gen_cli.py
