@@ -40,7 +40,7 @@ class Block:
 
 
 def doc_files() -> list[Path]:
-    """Every Markdown page of the site (README.md is covered by the README examples test)."""
+    """Every Markdown page of the site (README.md is not one: callers add it)."""
     return sorted(DOCS.rglob("*.md"))
 
 

@@ -1,4 +1,4 @@
-"""Every ``python`` block of the documentation runs as written; every CLI line parses.
+"""Every ``python`` block of docs/**/*.md and README.md runs as written; every CLI line parses.
 
 Each block runs in its own Python process, in a fresh temp directory, with a deadline.
 ``doc_prelude`` is imported first: it defines the placeholders the docs use for the reader's
@@ -25,7 +25,8 @@ SIGTERM_AFTER = 0.5  # seconds after supervise(blocking=True) installed its sign
 SQS_QUEUES = ("orders", "orders-dlq", "orders.fifo")  # the queue names the SQS examples use
 SERVER_PORTS = {"postgres": 5432, "redis": 6379, "rabbitmq": 5672, "nats": 4222}
 
-BLOCKS = python_blocks(doc_files())
+# README.md too: its examples are the site's (tests/docs/test_docs_site.py checks that).
+BLOCKS = python_blocks([*doc_files(), ROOT / "README.md"])
 
 
 def _require_server(name: str, port: int) -> None:

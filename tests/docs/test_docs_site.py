@@ -4,6 +4,7 @@ example-finding rules of tests/docs/doc_blocks.py do what the docs say."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import textwrap
@@ -97,3 +98,28 @@ def test_a_failing_example_fails(tmp_path: Path) -> None:
     block = Block(tmp_path / "page.md", 1, "python", "process(1)\nraise SystemExit(3)\n")
     with pytest.raises(pytest.fail.Exception, match="exit 3"):
         run_block(block, tmp_path)
+
+
+README = ROOT / "README.md"
+README_LIMIT = 12_000  # characters: the README points into the docs, it does not repeat them
+
+
+def test_readme_is_short() -> None:
+    size = len(README.read_text(encoding="utf-8"))
+    assert size <= README_LIMIT, f"README.md has {size} characters; move sections into docs/"
+
+
+def test_readme_examples_are_in_the_docs() -> None:
+    """Nothing is only in the README: each of its code examples is on a docs page too."""
+    pages = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "docs").rglob("*.md"))
+    for block in python_blocks([README]):
+        assert block.code in pages, f"{block.id}: only in the README; put it on a docs page"
+
+
+def test_readme_links_resolve() -> None:
+    text = README.read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links into docs/"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
