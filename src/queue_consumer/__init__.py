@@ -1,7 +1,8 @@
 """queue_consumer: consume any queue with many threads or processes; lose nothing.
 
 Only messages whose handler succeeded leave the queue (``cleanup``); failed ones are
-``reject``-ed, never-handled ones ``release``-d. See README.md for the whole contract.
+``reject``-ed, never-handled ones ``release``-d. The documentation (``docs/``, ``make docs``)
+has the whole contract.
 """
 
 from ._consumer import Consumer, State
