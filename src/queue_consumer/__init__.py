@@ -16,6 +16,7 @@ from .errors import (
     ConsumerStateError,
     HandlerProcessError,
     PartialFailure,
+    PermanentFailure,
     QueueConsumerError,
     StuckHandlersError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "MemoryMessage",
     "MemoryQueue",
     "PartialFailure",
+    "PermanentFailure",
     "Queue",
     "QueueConsumerError",
     "State",

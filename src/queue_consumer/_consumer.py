@@ -1,16 +1,17 @@
-"""Consumer: the public object. Validates its arguments, owns the lifecycle, supervises.
+"""Consumer: the public object. Validates its settings, owns the lifecycle, supervises.
 
-max_workers worker threads          max_handlers handler slots (threads, or threads
-(each: slot -> get -> chunk)  --->  each driving one child process)
-                                        handler(iter(chunk)) -> Outcome
-                                        -> cleanup(succeeded) / reject(failed)
-supervise(): revive dead workers, find stuck handlers, shut down on SIGTERM/SIGINT
-shutdown():  stop fetching -> drain handlers (until timeout) -> release the rest
+max_workers worker threads               max_handlers handler slots (threads, or
+(each: free slot -> get -> plan jobs)     threads each driving one child process)
+                |  submit / park job  ->  handler(iter(chunk)) -> Outcome
+                                          -> settle in batches: cleanup / reject / release
+supervise(): revive dead workers, find stuck handlers, shut down on SIGTERM / SIGINT
+shutdown():  stop fetching -> drain handlers (until timeout) -> release the rest -> flush
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import multiprocessing
 import signal
@@ -20,11 +21,14 @@ from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
 from typing import Any
 
-from ._config import validate
-from ._hooks import ConsumerHooks, HookDispatcher
-from ._pool import HandlerPool, ProcessRunner, ThreadRunner
+from . import _checks as checks
+from ._config import Config
+from ._hooks import ConsumerHooks, emit
+from ._pool import HandlerPool, join_threads
+from ._runners import ProcessRunner, ThreadRunner
+from ._settle import Settler
 from ._statistics import Counters, Statistics
-from ._worker import Conveyor, SlotCounter, Worker
+from ._worker import Conveyor, Worker, plan_jobs
 from .errors import ConfigurationError, ConsumerStateError, StuckHandlersError
 
 log = logging.getLogger("queue_consumer.consumer")
@@ -34,10 +38,10 @@ _RELEASE_GRACE = 5.0  # seconds shutdown waits for workers to hand back fetched 
 
 
 class State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+    NEW = "new"  #: built, not started
+    RUNNING = "running"  #: fetching and handling
+    STOPPING = "stopping"  #: shutdown began: no more fetching, handlers draining
+    STOPPED = "stopped"  #: everything settled or released; cannot start again
 
 
 class Consumer:
@@ -70,28 +74,28 @@ class Consumer:
         handler_timeout: float | None = None,
         max_stuck_handlers: int = 0,
         shutdown_timeout: float | None = None,
+        settle_delay: float = 0.05,
         hooks: Iterable[ConsumerHooks] = (),
         mp_context: str | multiprocessing.context.BaseContext | None = None,
     ) -> None:
         self.queue = queue
-        self._config = validate(
+        self._config = config = Config.build(
             queue,
-            handler,
-            max_workers,
-            max_handlers,
-            messages_bulk_size,
-            worker_polling_time,
-            pool_initializer,
-            with_thread_executor,
-            handler_timeout,
-            max_stuck_handlers,
-            shutdown_timeout,
-            hooks,
-            mp_context,
+            handler=handler,
+            max_workers=max_workers,
+            max_handlers=max_handlers,
+            messages_bulk_size=messages_bulk_size,
+            worker_polling_time=worker_polling_time,
+            pool_initializer=pool_initializer,
+            with_thread_executor=with_thread_executor,
+            handler_timeout=handler_timeout,
+            max_stuck_handlers=max_stuck_handlers,
+            shutdown_timeout=shutdown_timeout,
+            settle_delay=settle_delay,
+            hooks=hooks,
+            mp_context=mp_context,
         )
         self._counters = Counters()
-        self._hooks = HookDispatcher(self._config.hooks)
-        self._conveyor = Conveyor(queue, messages_bulk_size, self._counters, self._hooks)
         self._state = State.NEW
         self._lock = threading.Lock()
         self._stop = threading.Event()  # workers: stop fetching
@@ -101,9 +105,14 @@ class Consumer:
         self._signals = 0
         self._fatal: BaseException | None = None
         self._supervising = threading.Lock()
-        self._slots = SlotCounter(max_handlers)
         self._pool: HandlerPool | None = None
-        self._workers: list[threading.Thread] = []
+        self._settler = Settler(
+            queue, self._counters, config.hooks, delay=config.settle_delay, idle=self._idle
+        )
+        self._conveyor = Conveyor(self._settler, self._counters, config.hooks)
+        group = getattr(queue, "message_group", None)
+        self._plan = functools.partial(plan_jobs, bulk=config.messages_bulk_size, group=group)
+        self._workers: list[tuple[threading.Thread, Worker]] = []
 
     @property
     def state(self) -> State:
@@ -117,20 +126,17 @@ class Consumer:
                     "Cannot start a consumer once it has been started or shut down; "
                     "create a new Consumer."
                 )
+            _refuse_in_handler_process()
             self._state = State.RUNNING
         config = self._config
         context = config.mp_context
-        if context is None:
-            handler = config.handler
 
-            def make_runner() -> ThreadRunner | ProcessRunner:
-                return ThreadRunner(handler)
-        else:
+        def make_runner() -> ThreadRunner | ProcessRunner:
+            if context is None:
+                return ThreadRunner(config.handler, config.pool_initializer)
+            return ProcessRunner(config.handler, config.pool_initializer, context)
 
-            def make_runner() -> ThreadRunner | ProcessRunner:
-                return ProcessRunner(config.handler, config.pool_initializer, context)
-
-        self._pool = HandlerPool(config.max_handlers, make_runner, config.pool_initializer)
+        self._pool = HandlerPool(config.max_handlers, make_runner)
         self._workers = [self._start_worker(i) for i in range(config.max_workers)]
         log.info(
             "consumer started: %d worker(s), %d handler slot(s) in %s",
@@ -161,19 +167,27 @@ class Consumer:
         timeout = self._config.shutdown_timeout if timeout is None else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         log.info("consumer shutting down")
-        self._stop.set()
-        self._slots.close()
-        self._wait_for(self._workers, deadline)
         pool = self._pool
         assert pool is not None
+        self._stop.set()
         pool.close()
-        if not self._wait_for([slot.thread for slot in pool.slots], deadline):
+        interrupt = getattr(self.queue, "interrupt", None)
+        if callable(interrupt):  # a get() waiting for messages returns at once
+            try:
+                interrupt()
+            except Exception:
+                log.exception("queue.interrupt() failed")
+        join_threads([thread for thread, _ in self._workers], deadline, self._hurry)
+        if not pool.join(deadline, self._hurry):
             self._abandon_running(pool)
         # Past a deadline (or a second signal) a worker may still be handing back a batch it
         # fetched: that takes moments, so wait for it, unless it is still inside get().
         settle_by = time.monotonic() + _RELEASE_GRACE
-        while self._counters.snapshot().in_flight and time.monotonic() < settle_by:
+        while self._counters.snapshot().in_flight > self._settler.pending():
+            if time.monotonic() > settle_by:
+                break
             time.sleep(0.01)
+        self._settler.close()
         with self._lock:
             self._state = State.STOPPED
         self._stopped.set()
@@ -192,8 +206,18 @@ class Consumer:
         return stopped
 
     def statistics(self) -> Statistics:
-        """A consistent snapshot of the counters; cheap, safe from any thread."""
-        return self._counters.snapshot()
+        """A consistent snapshot of the counters and the current state; cheap, any thread."""
+        pool, now = self._pool, time.monotonic()
+        in_get = [w.in_get_since for _, w in self._workers if w.in_get_since is not None]
+        return self._counters.snapshot(
+            settles_pending=self._settler.pending(),
+            workers_alive=sum(thread.is_alive() for thread, _ in self._workers),
+            workers_total=self._config.max_workers,
+            handlers_busy=0 if pool is None else pool.running(),
+            handlers_total=self._config.max_handlers,
+            jobs_parked=0 if pool is None else pool.parked(),
+            in_get_for=max((now - since for since in in_get), default=0.0),
+        )
 
     def supervise(self, blocking: bool = False, polling_time: float = 1) -> None:
         """Revive dead workers and watch for stuck handlers, every ``polling_time`` seconds.
@@ -204,10 +228,7 @@ class Consumer:
         ``max_stuck_handlers`` shut the consumer down and raise ``StuckHandlersError``
         (from here when blocking, from ``join()`` otherwise).
         """
-        if isinstance(polling_time, bool) or not (
-            isinstance(polling_time, (int, float)) and polling_time > 0
-        ):
-            raise ConfigurationError(f"polling_time must be > 0 seconds, not {polling_time!r}")
+        polling_time = checks.seconds("polling_time", polling_time, positive=True)
         if self._state is State.NEW:
             raise ConsumerStateError("Cannot supervise a consumer that was not started.")
         if not blocking:
@@ -248,13 +269,18 @@ class Consumer:
 
     # -- internals -------------------------------------------------------------------
 
-    def _start_worker(self, index: int) -> threading.Thread:
+    def _idle(self) -> bool:
+        """No other chunk runs or waits: nothing more will join a settle batch soon."""
+        pool = self._pool
+        return pool is None or (pool.busy() <= 1 and not pool.parked())
+
+    def _start_worker(self, index: int) -> tuple[threading.Thread, Worker]:
         assert self._pool is not None
         worker = Worker(
             self.queue.get,
+            self._plan,
             self._conveyor,
             self._pool,
-            self._slots,
             self._stop,
             self._config.worker_polling_time,
         )
@@ -263,7 +289,7 @@ class Consumer:
         )
         thread.daemon = True  # a worker blocked in a long get() must not hold the exit
         thread.start()
-        return thread
+        return thread, worker
 
     def _run_worker(self, worker: Worker) -> None:
         try:
@@ -276,47 +302,34 @@ class Consumer:
         """One supervision round: revive dead workers, handle stuck handlers."""
         with self._supervising:  # one round at a time, however many supervise() calls
             if self._state is State.RUNNING:
-                self._check_once()
+                self._revive_workers()
+                if self._config.handler_timeout is not None:
+                    self._check_stuck(self._config.handler_timeout)
+            self._counters.supervised_at = time.time()
+            if self._config.hooks:
+                emit(self._config.hooks, "on_supervise", self.statistics())
 
-    def _check_once(self) -> None:
-        for index, thread in enumerate(self._workers):
+    def _revive_workers(self) -> None:
+        for index, (thread, _) in enumerate(self._workers):
             if not thread.is_alive() and not self._stop.is_set():
                 log.error("worker %s was dead; starting it again", thread.name)
                 self._workers[index] = self._start_worker(index)
                 self._counters.add(workers_revived=1)
-                if self._hooks:
-                    self._hooks.on_worker_revived(thread.name)
-        if self._config.handler_timeout is not None:
-            self._check_stuck(self._config.handler_timeout)
+                emit(self._config.hooks, "on_worker_revived", thread.name)
 
     def _check_stuck(self, handler_timeout: float) -> None:
         assert self._pool is not None
-        now = time.monotonic()
-        stuck = 0
-        for slot in self._pool.slots:
-            with slot.lock:
-                # From the later of chunk start and handler process ready (not its start-up).
-                since = max(slot.started_at, slot.runner.ready_at)
-                chunk, running_for = slot.chunk, now - since
-                if chunk is None or running_for < handler_timeout:
-                    continue
-                stuck += 1
-                if slot.stuck:
-                    continue
-                slot.stuck = True
-                # Under the lock: the chunk cannot finish and the next one start in between.
-                killed = slot.runner.kill(f"killed after {running_for:.1f}s (handler_timeout)")
+        for stuck in self._pool.find_stuck(handler_timeout):
             self._counters.add(handlers_stuck=1)
-            if self._hooks:
-                self._hooks.on_handler_stuck(chunk, running_for)
-            if killed:
-                stuck -= 1
-                log.error("handler stuck for %.1fs; its process was killed", running_for)
+            emit(self._config.hooks, "on_handler_stuck", stuck.chunk, stuck.running_for)
+            if stuck.killed:
+                log.error("handler stuck for %.1fs; its process was killed", stuck.running_for)
             else:
-                log.error("handler stuck for %.1fs in %s", running_for, slot.thread.name)
-        if stuck > self._config.max_stuck_handlers:
+                log.error("handler thread stuck for %.1fs", stuck.running_for)
+        count = self._pool.stuck_now(handler_timeout)
+        if count > self._config.max_stuck_handlers:
             error = StuckHandlersError(
-                f"{stuck} handler(s) ran longer than handler_timeout={handler_timeout}s "
+                f"{count} handler(s) ran longer than handler_timeout={handler_timeout}s "
                 f"(max_stuck_handlers={self._config.max_stuck_handlers})"
             )
             self._counters.error(str(error))
@@ -346,25 +359,35 @@ class Consumer:
             signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
         }
 
-    def _wait_for(self, threads: list[threading.Thread], deadline: float | None) -> bool:
-        """Join ``threads`` until ``deadline`` or ``stop_now()``; True if all ended."""
-        for thread in threads:
-            while thread.is_alive() and not self._hurry.is_set():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                thread.join(0.05 if left is None else min(left, 0.05))
-        return not any(thread.is_alive() for thread in threads)
-
     def _abandon_running(self, pool: HandlerPool) -> None:
-        """Past the shutdown deadline: release what handlers still hold, kill their processes."""
-        killed = []
-        for slot in pool.slots:
-            chunk = slot.abandon()
-            if chunk is None:
-                continue
-            log.warning("shutdown deadline: releasing %d message(s) of a handler", len(chunk))
-            if slot.runner.kill("abandoned at the shutdown deadline"):
-                killed.append(slot.thread)
-            self._conveyor.release(chunk)
-        self._wait_for(killed, time.monotonic() + 5)  # threads cannot be killed: not waited for
+        """Past the shutdown deadline: settle what handlers still hold.
+
+        A chunk whose handler ran past ``handler_timeout`` failed (an attempt spent, so a
+        message that hangs its handler every time reaches the dead letters); the others
+        are released.
+        """
+        timeout = self._config.handler_timeout
+        for chunk, running_for in pool.abandon_running():
+            if timeout is not None and running_for >= timeout:
+                error = f"handler timed out: still running after {running_for:.1f}s"
+                log.warning("%s; %d message(s) failed", error, len(chunk))
+                self._settler.add("reject", chunk, f"{error} (handler_timeout={timeout}s)", True)
+            else:
+                log.warning("shutdown deadline: releasing %d message(s) of a handler", len(chunk))
+                self._settler.add("release", chunk, now=True)
+
+
+def _refuse_in_handler_process() -> None:
+    """A script without ``if __name__ == "__main__":`` runs again in every handler process
+    (spawn and forkserver import the main module there): fail there once, clearly."""
+    if _importing_main():
+        raise ConfigurationError(
+            "a Consumer was started while a handler process imported your main module: "
+            'put the code that starts the consumer under `if __name__ == "__main__":` '
+            "(process mode imports the main module in every handler process)"
+        )
+
+
+def _importing_main() -> bool:
+    main = __import__("sys").modules.get("__main__")
+    return getattr(main, "__name__", "") == "__mp_main__"

@@ -1,4 +1,4 @@
-"""Hooks: where metrics exporters and tracing plug into the consumer.
+"""Hooks: where metrics exporters, health checks and tracing plug into the consumer.
 
 Subclass ``ConsumerHooks`` and override what you need; pass instances as
 ``Consumer(..., hooks=[...])``. Hooks run on the consumer's own threads, so keep them
@@ -13,21 +13,40 @@ quick. An error in a hook is logged and never breaks processing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._statistics import Statistics
 
 log = logging.getLogger("queue_consumer.hooks")
+
+#: A picklable zero-argument callable returning a context manager: entered in the handler
+#: process around the handler (how a trace context crosses into a child).
+ChildContext = Callable[[], AbstractContextManager[object]]
 
 
 class ConsumerHooks:
     """No-op base: every method is optional."""
+
+    def on_get(self, count: int, duration: float, error: BaseException | None) -> None:
+        """A ``queue.get()`` returned ``count`` messages (also 0) or raised ``error``."""
 
     def on_received(self, messages: Sequence[Any]) -> None:
         """``queue.get()`` returned ``messages`` (not called when it returned none)."""
 
     def on_chunk_started(self, chunk: Sequence[Any]) -> None:
         """A handler is about to get ``chunk``."""
+
+    def handler_context(self, chunk: Sequence[Any]) -> AbstractContextManager[ChildContext | None]:
+        """Entered in the handler slot's thread around the handler of ``chunk``.
+
+        What it yields may be a ``ChildContext``: process mode enters it in the child too.
+        """
+        return contextlib.nullcontext()
 
     def on_chunk_finished(
         self,
@@ -36,13 +55,21 @@ class ConsumerHooks:
         error: str | None,
         duration: float,
     ) -> None:
-        """A chunk was handled and settled; ``error`` is the handler's traceback as text."""
+        """A handler returned or raised; ``error`` is its traceback as text.
+
+        Called before the chunk is settled (settles may be batched): see ``on_settled``.
+        """
+
+    def on_settled(
+        self, stage: str, messages: Sequence[Any], duration: float, error: BaseException | None
+    ) -> None:
+        """A ``cleanup`` / ``reject`` / ``release`` / ``dead_letter`` call returned or raised."""
 
     def on_released(self, messages: Sequence[Any]) -> None:
-        """Messages were handed back unhandled (shutdown, or a held-back group tail)."""
+        """Messages were handed back untried (shutdown, a failure before them, a group tail)."""
 
     def on_error(self, stage: str, error: BaseException) -> None:
-        """``get``, ``cleanup``, ``reject``, ``release`` or a worker raised ``error``."""
+        """``get``, a settle call, ``message_group`` or a worker raised ``error``."""
 
     def on_handler_stuck(self, chunk: Sequence[Any], running_for: float) -> None:
         """A handler ran past ``handler_timeout``."""
@@ -50,26 +77,50 @@ class ConsumerHooks:
     def on_worker_revived(self, name: str) -> None:
         """``supervise`` found worker ``name`` dead and started a new one."""
 
+    def on_supervise(self, statistics: Statistics) -> None:
+        """A supervise round ran (every ``polling_time``): for probes and gauges."""
 
-class HookDispatcher(ConsumerHooks):
-    """Calls every hook in turn; an error in one is logged and the rest still run."""
 
-    def __init__(self, hooks: Sequence[ConsumerHooks]) -> None:
-        self.hooks = tuple(hooks)
+def check_hooks(hooks: object) -> tuple[ConsumerHooks, ...]:
+    """The hooks as a tuple; anything that is not a ``ConsumerHooks`` fails at construction."""
+    result: tuple[object, ...]
+    try:
+        result = tuple(hooks)  # type: ignore[arg-type]
+    except TypeError:
+        result = (hooks,)
+    for hook in result:
+        if not isinstance(hook, ConsumerHooks):
+            from .errors import ConfigurationError
 
-    def __bool__(self) -> bool:
-        return bool(self.hooks)
+            raise ConfigurationError(
+                f"hooks must be ConsumerHooks instances (subclass queue_consumer.ConsumerHooks), "
+                f"not {hook!r}"
+            )
+    return result  # type: ignore[return-value]
 
-    def __getattribute__(self, name: str) -> Any:
-        if not name.startswith("on_"):
-            return super().__getattribute__(name)
-        hooks = super().__getattribute__("hooks")
 
-        def dispatch(*args: Any) -> None:
-            for hook in hooks:
-                try:
-                    getattr(hook, name)(*args)
-                except Exception:
-                    log.exception("hook %s.%s failed", type(hook).__name__, name)
+def emit(hooks: tuple[ConsumerHooks, ...], name: str, *args: Any) -> None:
+    """Call ``name`` on every hook; an error in one is logged and the rest still run."""
+    for hook in hooks:
+        try:
+            getattr(hook, name)(*args)
+        except Exception:
+            log.exception("hook %s.%s failed", type(hook).__name__, name)
 
-        return dispatch
+
+@contextlib.contextmanager
+def handler_contexts(
+    hooks: tuple[ConsumerHooks, ...], chunk: Sequence[Any]
+) -> Iterator[list[ChildContext]]:
+    """Enter every hook's ``handler_context``; yield the child contexts they gave."""
+    with contextlib.ExitStack() as stack:
+        children = []
+        for hook in hooks:
+            try:
+                child = stack.enter_context(hook.handler_context(chunk))
+            except Exception:
+                log.exception("hook %s.handler_context failed", type(hook).__name__)
+                continue
+            if child is not None:
+                children.append(child)
+        yield children

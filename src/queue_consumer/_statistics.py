@@ -1,30 +1,46 @@
-"""Counters of what a consumer did, and the immutable snapshot users read.
+"""Counters of what a consumer did, and the immutable snapshot users, metrics and health read.
 
-Counters are updated once per chunk (not per message) under one lock, so reading a
-consistent snapshot is cheap and the hot path stays short.
+Counters are updated once per chunk or settle call (not per message) under one lock, so a
+consistent snapshot is cheap and the hot path stays short. ``succeeded``, ``failed`` and
+``released`` count messages when their settle call is made (settles may be batched), so
+``in_flight`` = received - settled includes the messages whose settle is still pending.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
 class Statistics:
-    """A consistent snapshot of a consumer's counters (``Consumer.statistics()``)."""
+    """A consistent snapshot of a consumer's counters and state (``Consumer.statistics()``)."""
 
-    get_calls: int = 0  #: times ``queue.get()`` was called
+    get_calls: int = 0  #: times ``queue.get()`` returned or raised
     received: int = 0  #: messages ``get()`` returned
     started: int = 0  #: messages handed to a handler
-    succeeded: int = 0  #: messages whose handler succeeded (sent to ``cleanup``)
-    failed: int = 0  #: messages whose handler failed (sent to ``reject``)
-    released: int = 0  #: messages fetched but never handled (sent to ``release``)
+    succeeded: int = 0  #: messages sent to ``cleanup`` (their handler succeeded)
+    failed: int = 0  #: messages sent to ``reject`` or ``dead_letter`` (their handler failed)
+    released: int = 0  #: messages sent to ``release`` (fetched, never tried)
+    dead_lettered: int = 0  #: of ``failed``, those sent to ``dead_letter`` (PermanentFailure)
     in_flight: int = 0  #: messages fetched and not yet settled
+    settles_pending: int = 0  #: of ``in_flight``, handled and waiting in a settle batch
     workers_revived: int = 0  #: dead workers that ``supervise`` started again
     handlers_stuck: int = 0  #: handlers found running past ``handler_timeout``
-    errors: int = 0  #: errors of ``get`` / ``cleanup`` / ``reject`` / ``release``
+    errors: int = 0  #: errors of ``get`` / ``cleanup`` / ``reject`` / ``release`` / workers
+    handler_errors: int = 0  #: chunks whose handler raised or left messages untaken
     last_error: str | None = None  #: the most recent of those errors, or a handler's
+    workers_alive: int = 0  #: worker threads running now
+    workers_total: int = 0  #: ``max_workers``
+    handlers_busy: int = 0  #: handler slots running a chunk now
+    handlers_total: int = 0  #: ``max_handlers``
+    jobs_parked: int = 0  #: fetched jobs waiting for a free handler slot
+    in_get_for: float = 0.0  #: seconds the longest ``get()`` now running has run
+    last_get_at: float | None = None  #: ``time.time()`` of the last completed ``get()``
+    last_get_ok: bool | None = None  #: whether that ``get()`` succeeded
+    last_settled_at: float | None = None  #: ``time.time()`` of the last settle call
+    supervised_at: float | None = None  #: ``time.time()`` of the last supervise round
 
 
 class Counters:
@@ -34,6 +50,10 @@ class Counters:
         self._lock = threading.Lock()
         self._values = dict.fromkeys(_COUNTERS, 0)
         self._last_error: str | None = None
+        self._last_get_at: float | None = None
+        self._last_get_ok: bool | None = None
+        self._last_settled_at: float | None = None
+        self.supervised_at: float | None = None
 
     def add(self, **deltas: int) -> None:
         values = self._values
@@ -41,31 +61,66 @@ class Counters:
             for name, delta in deltas.items():
                 values[name] += delta
 
+    def got(self, count: int, ok: bool) -> None:
+        """A ``get()`` returned ``count`` messages (or raised: ``ok`` False)."""
+        now = time.time()
+        with self._lock:
+            self._values["get_calls"] += 1
+            self._values["received"] += count
+            self._last_get_at, self._last_get_ok = now, ok
+
     def started(self, count: int) -> None:
-        """``add(started=count)`` without the keyword dict: once per chunk, on the hot path."""
         with self._lock:
             self._values["started"] += count
 
-    def settled(self, succeeded: int, failed: int) -> None:
-        """``add(succeeded=..., failed=...)`` for the hot path."""
-        values = self._values
+    def settled(self, stage: str, count: int) -> None:
+        """A settle call of ``stage`` was made for ``count`` messages (even if it failed)."""
+        now = time.time()
         with self._lock:
-            values["succeeded"] += succeeded
-            values["failed"] += failed
+            self._values[_STAGE_COUNTER[stage]] += count
+            if stage == "dead_letter":
+                self._values["dead_lettered"] += count
+            self._last_settled_at = now
 
-    def error(self, text: str, *, count: bool = True) -> None:
-        """Remember ``text`` as the last error; count it unless it is a handler's."""
+    def error(self, text: str, *, handler: bool = False) -> None:
+        """Remember ``text`` as the last error; count it as a queue or a handler error."""
         with self._lock:
             self._last_error = text
-            if count:
-                self._values["errors"] += 1
+            self._values["handler_errors" if handler else "errors"] += 1
 
-    def snapshot(self) -> Statistics:
+    def snapshot(self, **state: int | float) -> Statistics:
+        """The counters, with the consumer's current ``state`` (slots busy, workers alive...)."""
         with self._lock:
             values = self._values
             settled = values["succeeded"] + values["failed"] + values["released"]
-            in_flight = values["received"] - settled
-            return Statistics(**values, in_flight=in_flight, last_error=self._last_error)
+            return Statistics(
+                **values,
+                in_flight=values["received"] - settled,
+                last_error=self._last_error,
+                last_get_at=self._last_get_at,
+                last_get_ok=self._last_get_ok,
+                last_settled_at=self._last_settled_at,
+                supervised_at=self.supervised_at,
+                **state,  # type: ignore[arg-type]
+            )
 
 
-_COUNTERS = tuple(name for name in Statistics.__slots__ if name not in ("in_flight", "last_error"))
+_STAGE_COUNTER = {
+    "cleanup": "succeeded",
+    "reject": "failed",
+    "dead_letter": "failed",
+    "release": "released",
+}
+_COUNTERS = (
+    "get_calls",
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "released",
+    "dead_lettered",
+    "workers_revived",
+    "handlers_stuck",
+    "errors",
+    "handler_errors",
+)

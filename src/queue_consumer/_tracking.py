@@ -1,13 +1,17 @@
-"""Run a handler on a chunk and say which of its messages succeeded.
+"""Run a handler on a chunk and say which of its messages succeeded, failed, or were never tried.
 
-This is the whole failure-tracking rule, kept pure and picklable so that it runs the same
-in a thread or in a child process. It returns *counts and indices*, never messages: the
-caller keeps its own list and slices it, so messages never have to travel back.
+This is the whole iterator rule, kept pure and picklable so that it runs the same in a
+thread or in a child process. It returns *counts and indices*, never messages: the caller
+keeps its own list and slices it, so messages never have to travel back.
 
-The rule (the seed's conveyor): the handler gets an iterator. If it returns, the messages
-it took succeeded and those it never took failed. If it raises, the messages taken before
-the one in hand succeeded; the one in hand and the rest failed. A handler may instead
-raise ``PartialFailure(failed)`` to name the failed messages exactly.
+The rule (the seed's conveyor): the handler gets an iterator.
+- It returns: the messages it took succeeded; those it never took failed (it chose not to
+  process them: an attempt is spent, so such a handler cannot loop for ever).
+- It raises holding message *k*: those before *k* succeeded, *k* failed, and those after
+  *k* were never tried: they go back through ``release``, spending no attempt.
+- It raises before taking any: the whole chunk failed (the error is the chunk's).
+- It raises ``PartialFailure(failed)``: exactly those failed, all others succeeded.
+- It raises ``PermanentFailure``: as any error, but the failed message is dead-lettered.
 """
 
 from __future__ import annotations
@@ -16,52 +20,75 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import length_hint
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import PartialFailure
+from .errors import PartialFailure, PermanentFailure
+
+M = TypeVar("M")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one chunk.
+    """What became of one chunk: ``succeeded`` leading messages, then ``failed`` ones, then
+    the untried rest; or, with ``failed_indices`` (a ``PartialFailure``), exactly those failed.
 
-    ``succeeded`` counts the leading messages that succeeded, unless ``failed_indices``
-    is set (a ``PartialFailure``): then exactly those indices failed and all others
-    succeeded. ``error`` is the handler's traceback as text (it may not pickle).
+    ``error`` is the handler's traceback as text (the exception may not pickle);
+    ``permanent`` sends the failed ones to the dead letters.
     """
 
     succeeded: int
-    failed_indices: tuple[int, ...] | None = None
+    failed: int = 0
     error: str | None = None
+    failed_indices: tuple[int, ...] | None = None
+    permanent: bool = False
 
-    def all_succeeded(self, size: int) -> bool:
+    def split(self, chunk: Sequence[M]) -> tuple[list[M], list[M], list[M]]:
+        """Return (succeeded, failed, untried) messages of ``chunk``."""
         if self.failed_indices is not None:
-            return not self.failed_indices
-        return self.succeeded >= size
+            bad = set(self.failed_indices)
+            return (
+                [m for i, m in enumerate(chunk) if i not in bad],
+                [m for i, m in enumerate(chunk) if i in bad],
+                [],
+            )
+        end = self.succeeded + self.failed
+        return list(chunk[: self.succeeded]), list(chunk[self.succeeded : end]), list(chunk[end:])
 
-    def split(self, chunk: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-        """Return (succeeded, failed) messages of ``chunk``."""
-        if self.failed_indices is None:
-            return list(chunk[: self.succeeded]), list(chunk[self.succeeded :])
-        failed = set(self.failed_indices)
-        return (
-            [m for i, m in enumerate(chunk) if i not in failed],
-            [m for i, m in enumerate(chunk) if i in failed],
-        )
+
+def failed_whole(size: int, error: str) -> Outcome:
+    """The chunk failed as a whole (its handler process died, say)."""
+    return Outcome(0, size, error)
 
 
 def run_handler(handler: Callable[..., object], chunk: list[Any]) -> Outcome:
     """Call ``handler(iter(chunk))`` and count what it took, whatever happens."""
+    size = len(chunk)
     remaining = iter(chunk)
     try:
         handler(remaining)
     except PartialFailure as exc:
-        return Outcome(0, _indices_of(exc.failed, chunk), format_exception(exc))
+        if not exc.failed:  # "these failed: none of them"
+            return Outcome(size)
+        return Outcome(0, 0, format_exception(exc), _indices_of(exc.failed, chunk))
     except BaseException as exc:  # sys.exit() in a handler too: its chunk must still settle
         # A list iterator knows exactly how many items are left: no per-message counting.
-        taken = len(chunk) - length_hint(remaining)
-        return Outcome(max(taken - 1, 0), None, format_exception(exc))
-    return Outcome(len(chunk) - length_hint(remaining))
+        taken = size - length_hint(remaining)
+        permanent = isinstance(exc, PermanentFailure)
+        if taken == 0:
+            return Outcome(0, size, format_exception(exc), permanent=permanent)
+        return Outcome(taken - 1, 1, format_exception(exc), permanent=permanent)
+    taken = size - length_hint(remaining)
+    if taken < size:
+        return Outcome(taken, size - taken, untaken_error(size - taken, size))
+    return Outcome(size)
+
+
+def untaken_error(untaken: int, size: int) -> str:
+    return (
+        f"the handler returned without taking {untaken} of its {size} message(s), so they "
+        "failed: take each message from the iterator (a generator function or an early "
+        "return takes none)"
+    )
 
 
 def _indices_of(failed: list[Any], chunk: list[Any]) -> tuple[int, ...]:

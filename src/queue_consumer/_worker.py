@@ -1,246 +1,119 @@
-"""The data path: a worker polls the queue, chunks what it gets, and slots handle and settle it.
+"""The data path, read down the page: a worker fetches, plans jobs, and a slot handles and settles.
 
-    worker thread:  take a handler slot -> get() -> chunk into jobs -> submit each job
-    slot thread:    for each chunk of the job: handler -> Outcome -> cleanup(succeeded)
-                                                                  -> reject(failed)
-                    give the handler slot back
+    worker thread:  pool.acquire() -> get() -> plan_jobs() -> submit / park each job
+    slot thread:    for each chunk of the job: handler -> Outcome -> settle: cleanup(succeeded)
+                                                                          reject(failed)
+                                                                          release(untried)
 
-A worker takes a free handler slot *before* it calls ``get()``, and one more for each
-further job of the batch, so no fetched message waits for a handler longer than it takes
-one to finish (an unbounded executor queue would hold messages past their visibility
-timeout and they would be delivered twice). Jobs that find no free slot are parked, and
-the next slot to finish takes one (no hand-over through the worker), while the worker
-waits to fetch again until all are taken. Every fetched message ends in exactly one of
-cleanup, reject or release.
+A worker holds a free handler slot *before* it calls ``get()`` (back-pressure), so fetched
+messages wait for a handler no longer than one takes to finish. Every fetched message ends
+in exactly one of cleanup, reject, dead_letter or release.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ._hooks import HookDispatcher
-from ._pool import HandlerPool, HandlerSlot
+from ._hooks import ConsumerHooks, emit, handler_contexts
+from ._pool import HandlerPool, HandlerSlot, Job
+from ._settle import Settler
 from ._statistics import Counters
 from ._tracking import Outcome, format_exception
 
 log = logging.getLogger("queue_consumer.worker")
 
-Chunk = list[Any]
-Job = list[Chunk]  # chunks handled one after another in one slot (one chunk, or a group)
-
 _IDLE_WAIT = 0.05  # after an empty get(), so a non-blocking queue is not polled in a busy loop
 _GET_BACKOFF = (0.1, 30.0)  # first and longest wait after get() failed; doubles in between
-_SETTLE_ATTEMPTS = 3  # cleanup / reject / release are retried this often before giving up
+_LOG_EVERY = 60.0  # seconds: a handler failure with the same cause is logged once per this
 
 
-class SlotCounter:
-    """Free handler slots, and jobs fetched that wait for one.
+def plan_jobs(
+    messages: list[Any], bulk: int, group: Callable[[Any], Hashable | None] | None
+) -> list[tuple[Job, bool]]:
+    """Split a batch into ``(chunks, grouped)`` jobs; a message group's chunks stay together.
 
-    ``acquire`` blocks until a slot is free; False once closed. A worker that fetched more
-    jobs than it has slots ``park``s the rest: a slot that finishes a job keeps going with
-    the next parked one (``release`` returns it) rather than going idle and waking the
-    worker to hand it over, so a batch costs one wake-up of the worker, not one per job.
-    Parked jobs come before workers waiting to fetch more: they are fetched already.
+    >>> plan_jobs([1, 2, 3], 2, None)
+    [([[1, 2]], False), ([[3]], False)]
+    >>> plan_jobs(["a1", "b1", "a2"], 1, lambda m: m[0])
+    [([['a1'], ['a2']], True), ([['b1']], True)]
     """
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._closed = False
-        self._parked: deque[Job] = deque()  # never non-empty while a slot is free
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # a slot was freed (or closed)
-        self._taken = threading.Condition(lock)  # the parked jobs were taken (or closed)
-
-    def acquire(self) -> bool:
-        with self._cond:
-            while not self._free and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return False
-            self._free -= 1
-            return True
-
-    def release(self) -> Job | None:
-        """Give a slot back; if a job is parked, keep the slot and return the job to run in it."""
-        with self._cond:
-            if self._parked and not self._closed:
-                job = self._parked.popleft()
-                if not self._parked:
-                    self._taken.notify_all()
-                return job
-            self._free += 1
-            self._cond.notify()
-            return None
-
-    def park(self, jobs: list[Job]) -> list[Job]:
-        """Take free slots for some of ``jobs`` (returned: submit them) and park the rest."""
-        with self._cond:
-            ready = 0 if self._closed else min(self._free, len(jobs))
-            self._free -= ready
-            self._parked.extend(jobs[ready:])
-            return jobs[:ready]
-
-    def wait_taken(self, jobs: list[Job]) -> list[Job]:
-        """Wait until no job is parked; once closed, take back and return those of ``jobs``."""
-        with self._cond:
-            while self._parked and not self._closed:
-                self._taken.wait()
-            mine = {id(job) for job in jobs}
-            left = [job for job in self._parked if id(job) in mine]
-            if left:
-                self._parked = deque(job for job in self._parked if id(job) not in mine)
-            return left
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            self._taken.notify_all()
+    if group is None:
+        return [([messages[i : i + bulk]], False) for i in range(0, len(messages), bulk)]
+    groups: dict[Hashable, list[Any]] = {}
+    loose = []
+    for message in messages:
+        key = group(message)
+        if key is None:
+            loose.append(message)
+        else:
+            groups.setdefault(key, []).append(message)
+    jobs = [([g[i : i + bulk] for i in range(0, len(g), bulk)], True) for g in groups.values()]
+    jobs.extend(([loose[i : i + bulk]], False) for i in range(0, len(loose), bulk))
+    return jobs
 
 
 class Conveyor:
-    """Everything after ``get()``: chunking, running a job in a slot, settling its outcome."""
+    """Runs a job's chunks in a slot and settles each outcome; the same for every worker."""
 
     def __init__(
-        self,
-        queue: Any,
-        bulk_size: int,
-        counters: Counters,
-        hooks: HookDispatcher,
+        self, settler: Settler, counters: Counters, hooks: tuple[ConsumerHooks, ...]
     ) -> None:
-        self.bulk_size = bulk_size
+        self.settler = settler
         self.counters = counters
         self.hooks = hooks
-        # HookDispatcher is truthy only with hooks; asking it costs a call, so ask once.
-        self._hooked = bool(hooks)
-        self._cleanup: Callable[[list[Any]], object] | None = getattr(queue, "cleanup", None)
-        self._reject: Callable[..., object] | None = getattr(queue, "reject", None)
-        self._release = getattr(queue, "release", None) or self._reject
-        # A reject(messages, *, error=...) keeps the handler's traceback (e.g. for dead letters).
-        self._reject_with_error = _accepts_keyword(self._reject, "error")
-        self._group: Callable[[Any], Hashable | None] | None = getattr(queue, "message_group", None)
+        self._failures = FailureLog()
 
-    def jobs(self, messages: list[Any]) -> list[Job]:
-        """Split a batch into jobs; a message group's chunks stay together, in order."""
-        bulk = self.bulk_size
-        if self._group is None:
-            return [[messages[i : i + bulk]] for i in range(0, len(messages), bulk)]
-        groups: dict[Hashable, list[Any]] = {}
-        loose = []
-        for message in messages:
-            key = self._group(message)
-            if key is None:
-                loose.append(message)
-            else:
-                groups.setdefault(key, []).append(message)
-        jobs = [
-            [group[i : i + bulk] for i in range(0, len(group), bulk)] for group in groups.values()
-        ]
-        jobs.extend([loose[i : i + bulk]] for i in range(0, len(loose), bulk))
-        return jobs
-
-    def run_job(self, job: Job, slot: HandlerSlot, slots: SlotCounter) -> None:
-        """Run ``job``, then each job parked for a slot meanwhile, then free the slot."""
-        error: BaseException | None = None
-        next_job: Job | None = job
-        while next_job is not None:
-            try:
-                self._run_job(next_job, slot)
-            except BaseException as exc:  # a bug: it must not strand the parked jobs
-                error = exc
-            next_job = slots.release()
-        if error is not None:
-            raise error
-
-    def _run_job(self, job: Job, slot: HandlerSlot) -> None:
-        """Handle a job's chunks in turn; after a failure the rest of the group is released."""
+    def run_job(self, job: Job, grouped: bool, slot: HandlerSlot) -> None:
+        """Handle the chunks in turn; after a failure the rest of a group is released."""
         for position, chunk in enumerate(job):
-            outcome = self._handle(chunk, slot)
-            if outcome is None or (
-                position + 1 < len(job) and not outcome.all_succeeded(len(chunk))
-            ):
-                self.release([m for rest in job[position + 1 :] for m in rest])
-                break
+            outcome = self.handle(chunk, slot, grouped)
+            if outcome is None or (grouped and (outcome.failed or outcome.failed_indices)):
+                self.release([m for rest in job[position + 1 :] for m in rest], now=True)
+                return
 
-    def _handle(self, chunk: Chunk, slot: HandlerSlot) -> Outcome | None:
+    def handle(self, chunk: list[Any], slot: HandlerSlot, grouped: bool) -> Outcome | None:
         """Run the handler on ``chunk`` and settle it; None if shutdown settled it instead."""
-        slot.begin(chunk)
         self.counters.started(len(chunk))
-        hooks = self.hooks if self._hooked else None
-        if hooks is not None:
-            hooks.on_chunk_started(chunk)
+        hooks = self.hooks
+        if not hooks:
+            outcome = slot.run(chunk)
+        else:
+            emit(hooks, "on_chunk_started", chunk)
             started = time.monotonic()
-        try:
-            outcome = slot.runner.run(chunk)
-        except Exception as exc:  # the runner itself failed (a handler process would not start)
-            outcome = Outcome(0, None, format_exception(exc))
-        if not slot.end():
+            with handler_contexts(hooks, chunk) as children:
+                outcome = slot.run(chunk, children)
+        if outcome is None:
             return None
-        succeeded, failed = (
-            (chunk, []) if outcome.all_succeeded(len(chunk)) else outcome.split(chunk)
-        )
-        if succeeded and self._cleanup is not None:
-            self._call("cleanup", self._cleanup, succeeded)
-        if failed and self._reject is not None:
-            reject = self._reject
-            if self._reject_with_error and outcome.error is not None:
-                reject = functools.partial(reject, error=outcome.error)
-            self._call("reject", reject, failed)
-        self.counters.settled(len(succeeded), len(failed))
-        if outcome.error is not None:
-            self.counters.error(outcome.error, count=False)
-            log.warning(
-                "handler failed; %d of %d message(s) failed:\n%s",
-                len(failed),
-                len(chunk),
+        succeeded, failed, untried = outcome.split(chunk)
+        if hooks:
+            emit(
+                hooks,
+                "on_chunk_finished",
+                succeeded,
+                failed,
                 outcome.error,
+                time.monotonic() - started,
             )
-        if hooks is not None:
-            hooks.on_chunk_finished(succeeded, failed, outcome.error, time.monotonic() - started)
+        settle = self.settler.add
+        settle("cleanup", succeeded, now=grouped)
+        if outcome.error is not None:
+            settle("dead_letter" if outcome.permanent else "reject", failed, outcome.error, grouped)
+            settle("release", untried, now=grouped)
+            self.counters.error(outcome.error, handler=True)
+            self._failures.log(outcome.error, len(failed), len(untried), len(chunk))
         return outcome
 
-    def release(self, messages: list[Any]) -> None:
-        """Hand back messages that were fetched but never handled."""
-        if not messages:
-            return
-        if self._release is not None:
-            self._call("release", self._release, messages)
-        self.counters.add(released=len(messages))
-        if self.hooks:
-            self.hooks.on_released(messages)
+    def release(self, messages: list[Any], now: bool = False) -> None:
+        """Hand back messages that were fetched but never tried."""
+        self.settler.add("release", messages, now=now)
 
     def error(self, stage: str, exc: BaseException) -> None:
         self.counters.error(f"{stage}: {format_exception(exc)}")
-        if self.hooks:
-            self.hooks.on_error(stage, exc)
-
-    def _call(self, stage: str, method: Callable[[list[Any]], object], messages: list[Any]) -> None:
-        """Settle with a few retries; on failure the queue's own redelivery takes over."""
-        for attempt in range(1, _SETTLE_ATTEMPTS + 1):
-            try:
-                method(messages)
-                return
-            except Exception as exc:
-                self.error(stage, exc)
-                last = attempt == _SETTLE_ATTEMPTS
-                log.error(
-                    "%s of %d message(s) failed (attempt %d of %d)%s",
-                    stage,
-                    len(messages),
-                    attempt,
-                    _SETTLE_ATTEMPTS,
-                    "; the queue will deliver them again" if last else "; retrying",
-                    exc_info=True,
-                )
-                if not last:
-                    time.sleep(0.1 * 2**attempt)
+        emit(self.hooks, "on_error", stage, exc)
 
 
 class Worker:
@@ -249,94 +122,128 @@ class Worker:
     def __init__(
         self,
         get: Callable[[], Any],
+        plan: Callable[[list[Any]], list[tuple[Job, bool]]],
         conveyor: Conveyor,
         pool: HandlerPool,
-        slots: SlotCounter,
         stop: threading.Event,
         polling_time: float,
     ) -> None:
         self._get = get
+        self._plan = plan
         self._conveyor = conveyor
         self._pool = pool
-        self._slots = slots
         self._stop = stop
         self._polling_time = polling_time
+        self.in_get_since: float | None = None  #: monotonic time the current get() began
 
     def run(self) -> None:
-        get, slots, stop, counters = self._get, self._slots, self._stop, self._conveyor.counters
-        hooks = self._conveyor.hooks
+        get, pool, stop, conveyor = self._get, self._pool, self._stop, self._conveyor
+        counters, hooks = conveyor.counters, conveyor.hooks
         backoff = _GET_BACKOFF[0]
         while not stop.is_set():
-            if not slots.acquire():
+            if not pool.acquire():
                 return
+            self.in_get_since = started = time.monotonic()
             try:
                 messages = list(get())
             except Exception as exc:
-                self._give_back()
-                self._conveyor.error("get", exc)
+                self.in_get_since = None
+                pool.release()
+                counters.got(0, ok=False)
+                emit(hooks, "on_get", 0, time.monotonic() - started, exc)
+                conveyor.error("get", exc)
                 log.error("get() failed; retrying in %.1fs", backoff, exc_info=True)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _GET_BACKOFF[1])
                 continue
             except BaseException:  # ends this worker (supervise revives it): free its slot
-                self._give_back()
+                self.in_get_since = None
+                pool.release()
                 raise
+            self.in_get_since = None
             backoff = _GET_BACKOFF[0]
-            counters.add(get_calls=1, received=len(messages))
+            counters.got(len(messages), ok=True)
+            if hooks:
+                emit(hooks, "on_get", len(messages), time.monotonic() - started, None)
             if not messages:
-                self._give_back()
+                pool.release()
                 stop.wait(self._polling_time or _IDLE_WAIT)
                 continue
+            conveyor.settler.saw_batch(len(messages))
             if hooks:
-                hooks.on_received(messages)
+                emit(hooks, "on_received", messages)
             self._dispatch(messages)
             if self._polling_time:
                 stop.wait(self._polling_time)
 
     def _dispatch(self, messages: list[Any]) -> None:
-        """Submit the first job in the slot already held, the rest as slots become free.
+        """Run the first job in the slot already held, the rest as slots become free.
 
         Returns once every job has a slot, so that the worker fetches no more meanwhile.
         """
         try:
-            jobs = self._conveyor.jobs(messages)
+            jobs = self._plan(messages)
         except Exception as exc:  # message_group() failed: hand the batch back untouched
-            self._give_back()
+            self._pool.release()
             self._conveyor.error("message_group", exc)
-            self._conveyor.release(messages)
+            self._conveyor.release(messages, now=True)
             return
         if self._stop.is_set():  # fetched after shutdown began: never started
-            self._give_back()
-            self._conveyor.release(messages)
+            self._pool.release()
+            self._conveyor.release(messages, now=True)
             return
-        self._submit(jobs[0])
-        rest = jobs[1:]
-        if not rest:
+        tasks = [self._task(job, grouped) for job, grouped in jobs]
+        self._pool.submit(tasks[0])
+        if len(tasks) == 1:
             return
-        for job in self._slots.park(rest):
-            self._submit(job)
-        left = self._slots.wait_taken(rest)  # non-empty only after shutdown began
-        self._conveyor.release([m for job in left for chunk in job for m in chunk])
+        self._pool.submit_or_park(tasks[1:])
+        left = self._pool.wait_taken(tasks[1:])  # non-empty only after shutdown began
+        if left:
+            untried = [m for task in left for chunk in task.job for m in chunk]  # type: ignore[attr-defined]
+            self._conveyor.release(untried, now=True)
 
-    def _submit(self, job: Job) -> None:
-        """Run ``job`` in a handler slot; the caller holds a slot for it."""
-        self._pool.submit(functools.partial(self._conveyor.run_job, job, slots=self._slots))
+    def _task(self, job: Job, grouped: bool) -> Callable[[HandlerSlot], None]:
+        run_job = self._conveyor.run_job
 
-    def _give_back(self) -> None:
-        """Free the slot this worker holds, or hand it to a job another worker parked."""
-        job = self._slots.release()
-        if job is not None:
-            self._submit(job)
+        def task(slot: HandlerSlot) -> None:
+            run_job(job, grouped, slot)
+
+        task.job = job  # type: ignore[attr-defined]
+        return task
 
 
-def _accepts_keyword(method: Callable[..., object] | None, name: str) -> bool:
-    if method is None:
-        return False
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):  # a builtin or C callable without a signature
-        return False
-    return name in parameters and parameters[name].kind in (
-        inspect.Parameter.KEYWORD_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    )
+class FailureLog:
+    """Logs a handler failure once per cause (exception and place) a minute, not per message.
+
+    Every failure is still counted and logged at DEBUG; a failing handler on a hot retry
+    loop writes one WARNING a minute, with how many more it had.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}  # cause -> (last logged, since then)
+
+    def log(self, error: str, failed: int, untried: int, size: int) -> None:
+        cause = _cause(error)
+        now = time.monotonic()
+        with self._lock:
+            logged_at, more = self._seen.get(cause, (-_LOG_EVERY, 0))
+            due = now - logged_at >= _LOG_EVERY
+            self._seen[cause] = (now, 0) if due else (logged_at, more + 1)
+        what = f"{failed} of {size} message(s) failed" + (
+            f", {untried} never tried (released)" if untried else ""
+        )
+        if due:
+            again = f" ({more} more like it in the last minute)" if more else ""
+            log.warning("handler failed; %s%s:\n%s", what, again, error)
+        else:
+            log.debug("handler failed again; %s:\n%s", what, error)
+
+
+def _cause(error: str) -> str:
+    """The exception type and the innermost place it was raised: one key per bug, not per
+    message (its text often names the message)."""
+    lines = error.splitlines()
+    place = next((line for line in reversed(lines) if line.lstrip().startswith("File ")), "")
+    kind = lines[-1].partition(":")[0] if lines else ""
+    return f"{kind} at {place.strip()}"

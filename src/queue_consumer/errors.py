@@ -7,6 +7,7 @@ QueueConsumerError
 └── HandlerProcessError                    a handler process died or could not be reached
 
 PartialFailure                             raised *by handlers* to fail exact messages
+PermanentFailure                           raised *by handlers*: this message can never succeed
 
 Adapters define their own errors beside their client library, all under
 QueueConsumerError: adapters.sqlite.SQLiteQueueError (the file stayed locked, or is
@@ -64,3 +65,19 @@ class PartialFailure(Exception):
     def __init__(self, failed: Iterable[Any], message: str = "") -> None:
         self.failed = list(failed)
         super().__init__(message or f"{len(self.failed)} message(s) failed")
+
+
+class PermanentFailure(Exception):
+    """Raised by a handler: the message in hand can never succeed; dead-letter it at once.
+
+    Like any other error, the messages taken before it succeeded and those after it are
+    released; the one in hand goes straight to the queue's dead letters (``dead_letter``)
+    instead of spending its remaining attempts. A queue without dead letters rejects it::
+
+        def handler(messages):
+            for message in messages:
+                order = parse(message.body)
+                if order is None:
+                    raise PermanentFailure(f"not an order: {message.body!r}")
+                ship(order)
+    """

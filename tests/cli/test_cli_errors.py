@@ -37,7 +37,7 @@ def _one_line(stderr: str) -> str:
             ["run", "tasks:handle", "--queue", "memory://q", "--initializer", "tasks:nope"],
             "cannot import initializer",
         ),
-        (["stats", "sqlite:///jobs.db?colour=red"], "unknown parameter 'colour'"),
+        (["stats", "sqlite:///jobs.db?colour=red"], "unknown option 'colour'"),
         (["stats", "sqlite:///no/such/dir/jobs.db"], "no/such/dir/jobs.db"),
         (["stats"], "queue URL is required"),
         (["send", "memory://q", "--file", "missing.jsonl"], "cannot read --file missing.jsonl"),

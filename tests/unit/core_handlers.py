@@ -78,3 +78,24 @@ def check_initialized(messages: Iterator[Any]) -> None:
 
 def failing_initializer() -> None:
     raise RuntimeError("initializer exploded")
+
+
+def generator_handler(messages: Iterator[Any]) -> Iterator[Any]:
+    """Wrong: a generator function runs none of its code when called."""
+    yield from messages
+
+
+def permanent_on_body(messages: Iterator[Any]) -> None:
+    """Raises PermanentFailure on messages whose body starts with 'poison'."""
+    from queue_consumer import PermanentFailure
+
+    for message in messages:
+        if str(message.body).startswith("poison"):
+            raise PermanentFailure(f"{message.body} can never succeed")
+
+
+def flaky_initializer(marker: str) -> None:
+    """Fails once (while the ``marker`` file exists, which it removes), then succeeds."""
+    if os.path.exists(marker):
+        os.remove(marker)
+        raise RuntimeError("initializer failed the first time")

@@ -22,7 +22,7 @@ def test_no_handler_anywhere() -> None:
 
 
 def test_a_handler_that_is_not_callable() -> None:
-    with pytest.raises(ConfigurationError, match="handler must be callable"):
+    with pytest.raises(ConfigurationError, match="handler must"):
         Consumer(MemoryQueue(), handler="tasks.handle")  # type: ignore[arg-type]
 
 

@@ -31,10 +31,20 @@ def test_failure_mid_chunk_splits_at_the_message_in_hand(thread_mode: bool) -> N
     queue = RecordingQueue(reject_delay=600)  # rejected messages do not come back here
     queue.put_many(["ok0", "ok1", "fail2", "ok3", "ok4"])
     consumer = consume(queue, core_handlers.fail_on_body, thread_mode, 5, messages_bulk_size=5)
-    assert queue.cleaned == {"ok0": 1, "ok1": 1}
-    assert queue.rejected == {"fail2": 1, "ok3": 1, "ok4": 1}
+    # Only the message in hand failed; those after it were never tried: released (no
+    # attempt spent, so one poison message cannot dead-letter its chunk-mates), then
+    # handled on their next delivery.
+    assert queue.rejected == {"fail2": 1}
+    assert queue.released == {"ok3": 1, "ok4": 1}
+    assert queue.cleaned == {"ok0": 1, "ok1": 1, "ok3": 1, "ok4": 1}
+    assert queue.calls[:3] == [
+        ("cleaned", ["ok0", "ok1"]),
+        ("rejected", ["fail2"]),
+        ("released", ["ok3", "ok4"]),
+    ]
     stats = consumer.statistics()
-    assert (stats.succeeded, stats.failed, stats.in_flight) == (2, 3, 0)
+    assert (stats.succeeded, stats.failed, stats.released, stats.in_flight) == (4, 1, 2, 0)
+    assert stats.handler_errors == 1
     assert stats.last_error is not None and "cannot handle fail2" in stats.last_error
 
 

@@ -18,7 +18,7 @@ expired (and whose message went to someone else) cannot delete or move it.
 This module holds the rules (attempts, backoff, dead letters, leases); the SQL is in
 ``_tables``, connections and error translation in ``_connections``, what
 ``get()`` returns in ``_messages``, argument and URL checks in ``_settings``
-and the lease heartbeat in ``_heartbeat``.
+and the lease heartbeat is the shared ``adapters._lease.LeaseKeeper``.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ import time
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from queue_consumer import _checks as checks
+from queue_consumer.adapters._lease import LeaseKeeper
 from queue_consumer.errors import ConfigurationError
 
 from . import _tables as tables
 from ._connections import Connections, SQLiteQueueError, transaction, use_wal
-from ._heartbeat import Heartbeat
 from ._messages import (
     DeadLetter,
     SQLiteMessage,
@@ -45,9 +46,7 @@ from ._messages import (
     message_id,
 )
 from ._settings import (
-    check_count,
     check_path,
-    check_seconds,
     check_synchronous,
     parse_url,
 )
@@ -117,26 +116,29 @@ class SQLiteQueue:
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
         self._queue = queue
-        self.visibility_timeout = check_seconds(
+        self.visibility_timeout = checks.seconds(
             "visibility_timeout", visibility_timeout, positive=True
         )
-        self.max_messages = check_count("max_messages", max_messages)
-        self.max_attempts = check_count("max_attempts", max_attempts)
-        self.retry_delay = check_seconds("retry_delay", retry_delay)
-        self.max_retry_delay = check_seconds("max_retry_delay", max_retry_delay)
+        self.max_messages = checks.count("max_messages", max_messages)
+        self.max_attempts = checks.count("max_attempts", max_attempts)
+        self.retry_delay = checks.seconds("retry_delay", retry_delay)
+        self.max_retry_delay = checks.seconds("max_retry_delay", max_retry_delay)
         if self.max_retry_delay < self.retry_delay:
             raise ConfigurationError(
                 f"max_retry_delay ({max_retry_delay!r}) must be >= retry_delay ({retry_delay!r})"
             )
-        self.wait_time = check_seconds("wait_time", wait_time)
-        self.busy_timeout = check_seconds("busy_timeout", busy_timeout)
+        self.wait_time = checks.seconds("wait_time", wait_time)
+        self.busy_timeout = checks.seconds("busy_timeout", busy_timeout)
         self.synchronous = check_synchronous(synchronous)
-        if not isinstance(heartbeat, bool):
-            raise ConfigurationError(f"heartbeat must be True or False, not {heartbeat!r}")
-        self.heartbeat = heartbeat
-        self._heartbeat = (
-            Heartbeat(self._extend, self.visibility_timeout, join_timeout=self.busy_timeout + 1)
-            if heartbeat
+        self.heartbeat = checks.flag("heartbeat", heartbeat)
+        # Extend a lease once it is half gone; a fast handler costs nothing.
+        self._heartbeat: LeaseKeeper[tuple[int, str]] | None = (
+            LeaseKeeper(
+                lambda held: self._extend(list(held), self.visibility_timeout),
+                self.visibility_timeout / 2,
+                name="sqlite",
+            )
+            if self.heartbeat
             else None
         )
         self._connections = Connections(
@@ -218,7 +220,7 @@ class SQLiteQueue:
         still leased. ``heartbeat=True`` does this by itself for every message ``get()``
         returned until it is settled."""
         seconds = self.visibility_timeout if timeout is None else timeout
-        seconds = check_seconds("timeout", seconds, positive=True)
+        seconds = checks.seconds("timeout", seconds, positive=True)
         keys = lease_keys(messages)
         return len(keys) - len(self._extend(keys, seconds))
 
@@ -230,7 +232,7 @@ class SQLiteQueue:
 
     def put_many(self, bodies: Iterable[Any], *, delay: float = 0.0) -> list[int]:
         """Add messages in one transaction; returns their ids in order."""
-        delay = check_seconds("delay", delay)
+        delay = checks.seconds("delay", delay)
         # Encode everything first: a bad body must not leave half a batch behind.
         rows = [encode(body) for body in bodies]
         if not rows:
@@ -261,7 +263,7 @@ class SQLiteQueue:
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of this queue."""
-        limit = check_count("limit", limit)
+        limit = checks.count("limit", limit)
         with self._connections.connection("dead_letters") as conn:
             rows = tables.dead_letters(conn, self._queue, limit)
         return [

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
+from queue_consumer import _checks as checks
+from queue_consumer.adapters._options import OptionTable, parse_query
 from queue_consumer.errors import ConfigurationError
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -29,28 +30,8 @@ def check_path(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(text)
 
 
-def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigurationError(f"{name} must be a finite number {bound}, not {value!r}")
-    return seconds
-
-
-def check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be an int >= 1, not {value!r}")
-    return value
-
-
 def check_synchronous(value: object) -> str:
-    if not isinstance(value, str) or value.upper() not in _SYNCHRONOUS:
-        raise ConfigurationError(
-            f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, not {value!r}"
-        )
-    return value.upper()
+    return checks.choice("synchronous", value, _SYNCHRONOUS)
 
 
 def parse_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -68,39 +49,19 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
     path = unquote(parts.path[1:])  # the first slash only separates the (empty) host
     if not path:
         raise ConfigurationError(f"no database path in {url!r} (expected sqlite:///path.db)")
-    kwargs: dict[str, Any] = {}
-    for name, raw in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name in kwargs:
-            raise ConfigurationError(f"parameter {name!r} given twice in {url!r}")
-        convert = _URL_PARAMETERS.get(name)
-        if convert is None:
-            raise ConfigurationError(
-                f"unknown parameter {name!r} in {url!r} "
-                f"(known: {', '.join(sorted(_URL_PARAMETERS))})"
-            )
-        try:
-            kwargs[name] = convert(raw)
-        except ValueError:
-            raise ConfigurationError(f"bad value {raw!r} for {name!r} in {url!r}") from None
+    kwargs = parse_query(url, _URL_OPTIONS)
     return path, kwargs
 
 
-def _flag(text: str) -> bool:
-    value = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
-    if text.lower() not in value:
-        raise ValueError(text)
-    return value[text.lower()]
-
-
-_URL_PARAMETERS: dict[str, Any] = {
-    "queue": str,
-    "visibility_timeout": float,
-    "max_messages": int,
-    "max_attempts": int,
-    "retry_delay": float,
-    "max_retry_delay": float,
-    "wait_time": float,
-    "busy_timeout": float,
-    "synchronous": str,
-    "heartbeat": _flag,
+_URL_OPTIONS: OptionTable = {
+    "queue": ("queue", lambda name, text: text),
+    "visibility_timeout": ("visibility_timeout", checks.seconds),
+    "max_messages": ("max_messages", checks.count),
+    "max_attempts": ("max_attempts", checks.count),
+    "retry_delay": ("retry_delay", checks.seconds),
+    "max_retry_delay": ("max_retry_delay", checks.seconds),
+    "wait_time": ("wait_time", checks.seconds),
+    "busy_timeout": ("busy_timeout", checks.seconds),
+    "synchronous": ("synchronous", lambda name, text: check_synchronous(text)),
+    "heartbeat": ("heartbeat", checks.flag),
 }

@@ -29,14 +29,15 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ...errors import ConfigurationError, ConsumerStateError
+from .._lease import LeaseKeeper
 from ._batch import BatchOutcome, run_batches
-from ._heartbeat import ExtendResult, Heartbeat
 from ._message import (
     MAX_VISIBILITY_TIMEOUT,
     ExponentialBackoff,
     FixedDelay,
     RejectPolicy,
     SQSMessage,
+    extension_seconds,
     message_from_response,
     reject_policy_from,
 )
@@ -146,10 +147,11 @@ class SQSQueue:
         self._counts = dict.fromkeys(SQSStatistics.__slots__, 0)
         self._counts_lock = threading.Lock()
         self._closed = False
-        self._tracker = Heartbeat(
+        self._lease_seconds = visibility_timeout or 30
+        self._tracker: LeaseKeeper[str] = LeaseKeeper(
             self._extend,
-            visibility_timeout or 30,
-            heartbeat_fraction,
+            self._lease_seconds * heartbeat_fraction,
+            name="sqs",
             # A zero timeout hides nothing: there is nothing to keep hidden.
             enabled=heartbeat and visibility_timeout != 0,
             on_error=lambda exc: self._count(api_errors=1),
@@ -333,7 +335,8 @@ class SQSQueue:
             log.error("SQS %s failed for %d message(s): %s", what, len(bad), bad[0][1])
         raising = (bad if strict else outcome.failed) if fatal else []
         if raising:
-            # The core retries the call; after that, SQS redelivers: a duplicate, not a loss.
+            # Failed entries were retried already (settle_attempts); the consumer logs and
+            # counts this, and SQS redelivers after the visibility timeout: a duplicate.
             raise SQSBatchError(what, raising)
 
     def _dead_letter(self, messages: list[SQSMessage]) -> list[SQSMessage]:
@@ -365,22 +368,29 @@ class SQSQueue:
             log.error("could not dead-letter %d message(s); rejecting them", len(unsent))
         return unsent
 
-    def _extend(self, entries: list[tuple[str, int]]) -> ExtendResult:
+    def _extend(self, held: dict[str, float]) -> list[str]:
+        """The lease keeper's extender: ChangeMessageVisibilityBatch; returns handles lost."""
+        lost, entries = [], []
+        for handle, held_for in held.items():
+            seconds = extension_seconds(self._lease_seconds, held_for)
+            if seconds <= 0:
+                log.warning("SQS message held for 12 hours (the SQS limit): no longer extended")
+                lost.append(handle)
+            else:
+                entries.append((handle, seconds))
         outcome = self._run(
             "change_message_visibility_batch",
             self.queue_url,
             entries,
             lambda e: {"ReceiptHandle": e[0], "VisibilityTimeout": e[1]},
         )
-        if outcome.failed:
-            self._count(failed_entries=len(outcome.failed))
-            log.warning("SQS heartbeat: %s (retrying)", outcome.failed[0][1])
         if outcome.refused:
             log.warning("SQS heartbeat refused: %s (no longer extended)", outcome.refused[0][1])
-        return ExtendResult(
-            extended=[e[0] for e, _ in outcome.succeeded],
-            invalid=[e[0] for e, _ in outcome.gone + outcome.refused],
-        )
+        lost += [e[0] for e, _ in outcome.gone + outcome.refused]
+        if outcome.failed:  # transient: the keeper tries again shortly
+            self._count(failed_entries=len(outcome.failed))
+            raise SQSBatchError("heartbeat", outcome.failed)
+        return lost
 
     def _call(self, method: Any, **params: Any) -> Any:
         """Call SQS; count and log the retries botocore made (throttling, 5xx, connection)."""

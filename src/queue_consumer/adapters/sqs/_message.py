@@ -6,6 +6,7 @@ policies are pure functions of a message's receive count.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,19 @@ __all__ = [
 
 #: SQS refuses a visibility timeout beyond 12 hours from the receive.
 MAX_VISIBILITY_TIMEOUT = 43_200
+#: Keep this far from the 12-hour limit: SQS counts from its own clock.
+_LIMIT_MARGIN = 60
+
+
+def extension_seconds(timeout: int, held_for: float) -> int:
+    """How long to extend a message held ``held_for`` seconds: ``timeout``, or what is left
+    of SQS's 12 hours from the receive (0 or less: no longer extendable).
+
+    >>> [extension_seconds(30, held_for) for held_for in (10.0, 43_130.0, 43_200.0)]
+    [30, 10, -60]
+    """
+    return min(timeout, math.floor(MAX_VISIBILITY_TIMEOUT - _LIMIT_MARGIN - held_for))
+
 
 #: Seconds a rejected message stays invisible, given how often it was received.
 RejectPolicy = Callable[[int], float]
