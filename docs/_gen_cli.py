@@ -74,14 +74,14 @@ def _section(name: str, parser: argparse.ArgumentParser, summary: str) -> list[s
 
 
 def render() -> str:
-    os.environ["COLUMNS"] = "100"  # argparse wraps usage at the terminal width: fix it
+    os.environ["COLUMNS"] = "78"  # argparse wraps usage at the terminal width: fix it
     sys.path.insert(0, str(_SRC))
     from queue_consumer.cli._options import build_parser
 
     parser = build_parser()
     out = [HEADER, "```text", parser.format_usage().strip(), "```", ""]
     if parser.epilog:
-        out += [parser.epilog, ""]
+        out += [_escape(parser.epilog).replace("<", "&lt;"), ""]
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     summaries = {choice.dest: str(choice.help) for choice in subparsers._choices_actions}
     for name, sub in subparsers.choices.items():
