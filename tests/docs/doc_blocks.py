@@ -41,7 +41,7 @@ class Block:
 
 def doc_files() -> list[Path]:
     """Every Markdown page of the site (README.md is not one: callers add it)."""
-    return sorted(DOCS.rglob("*.md"))
+    return sorted(p for p in DOCS.rglob("*.md") if not p.name.startswith("_"))
 
 
 def blocks(path: Path) -> list[Block]:
