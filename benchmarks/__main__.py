@@ -25,6 +25,7 @@ WORKLOADS = {
     "W4": "w4_sqs_slow",
     "W5": "w5_cpu",
     "W6": "w6_memory",
+    "W7": "w7_sqlite",
 }
 
 

@@ -100,6 +100,13 @@ class RoundsQueue:
         self._sizes: list[int] = []
         self._received: list[int] = []
         self._lock = threading.Lock()
+        self.requests = 0  #: HTTP requests to SQS from start_clock() to done
+        self._requests_at_start = 0
+        self._sent = 0
+        sqs.meta.events.register("before-send.sqs", self._count_request)
+
+    def _count_request(self, **kwargs: Any) -> None:
+        self._sent += 1  # under the GIL; an off-by-one under a race does not matter here
 
     def fill(self) -> None:
         """Create the round queues and send every message (before the clock starts)."""
@@ -186,10 +193,12 @@ class RoundsQueue:
             if self._unique >= self.n and not self.done.is_set():
                 self.finished_at = time.perf_counter()
                 self.moto_cpu += cpu_seconds(self.moto_pid)
+                self.requests = self._sent - self._requests_at_start
                 self.done.set()
 
     def start_clock(self) -> None:
         self.moto_cpu = -cpu_seconds(self.moto_pid)
+        self._requests_at_start = self._sent
 
     def finish(self, timeout: float = VISIBILITY + 15) -> dict[str, Any]:
         """Empty every round queue (messages moto lost the delete of come back), then check.
@@ -293,4 +302,5 @@ def trial(spec: dict[str, Any], handler: Any) -> dict[str, Any]:
         queue.close()
         queue.delete_queues()
     notes["moto CPU %"] = round(100 * queue.moto_cpu / seconds)
+    notes["requests/msg"] = round(queue.requests / queue.n, 2)
     return {"ok": not problems, "seconds": seconds, "error": "; ".join(problems), "notes": notes}

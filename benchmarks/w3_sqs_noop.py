@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ from ._harness import Plan, Row, Target
 
 THREADS = 4
 SLOTS = 32
+CPUS = os.cpu_count() or 1
 environment = _sqs.moto_server
 
 
@@ -21,6 +23,8 @@ def noop(messages: Iterator[Any]) -> None:
 def plan(quick: bool) -> Plan:
     n = 300 if quick else 1_000
     spec = {"module": "w3_sqs_noop", "threads": THREADS}
+    # One poller, as the bare 1-thread loop: the same receives, so requests/msg compare.
+    one = {**spec, "runner": "consumer", "threads": 1, "handlers": 4}
     rows = [
         Row(
             "bare",
@@ -28,6 +32,34 @@ def plan(quick: bool) -> Plan:
             f"{THREADS} threads: receive 10, handle, delete batch",
             n,
             {**spec, "runner": "bare"},
+        ),
+        Row(
+            "bare1",
+            "bare boto3 loop",
+            "1 thread: receive 10, handle, delete batch",
+            n,
+            {**spec, "runner": "bare", "threads": 1},
+        ),
+        Row(
+            "defaults",
+            "Consumer, the seed's defaults",
+            f"max_workers=max_handlers=cpu_count() ({CPUS}), bulk 1",
+            n,
+            {**spec, "runner": "consumer", "threads": CPUS, "handlers": CPUS, "bulk": 1},
+        ),
+        Row(
+            "bulk1",
+            "Consumer, seed-style queue",
+            "max_workers=1, max_handlers=4, bulk 1",
+            n,
+            {**one, "bulk": 1},
+        ),
+        Row(
+            "adapter1",
+            "Consumer + SQSQueue adapter",
+            "max_workers=1, max_handlers=4, bulk 1",
+            n,
+            {**one, "bulk": 1, "adapter": True},
         ),
         Row(
             "consumer",
@@ -48,10 +80,12 @@ def plan(quick: bool) -> Plan:
         "W3",
         "W3 SQS (moto server), no-op handler",
         rows,
-        references=["bare"],
+        references=["bare", "bare1"],
         targets=[
             Target("W3 SQS no-op vs bare boto3 loop", "consumer", "bare", 0.90),
             Target("W3 SQS no-op, with the SQSQueue adapter", "adapter", "bare", 0.90),
+            Target("W3 SQS no-op, bulk 1 vs the 1-thread bare loop", "bulk1", "bare1", 0.90),
+            Target("W3 SQS no-op, bulk 1 SQSQueue vs 1-thread bare", "adapter1", "bare1", 0.90),
         ],
         notes=[NOTE],
     )
@@ -61,7 +95,9 @@ NOTE = (
     f"Messages are spread over rounds: {_sqs.PER_QUEUE}-message queues filled before the "
     "clock starts (moto scans a whole queue per received message). `moto CPU %` is the "
     "server's CPU use during the run (100 = one core); `moto lost deletes` are messages "
-    "moto brought back although they were deleted (already handled, so not duplicates)."
+    "moto brought back although they were deleted (already handled, so not duplicates); "
+    "`requests/msg` counts every HTTP request to SQS while the clock ran (a bare loop makes "
+    "0.2: one receive and one delete batch per 10 messages)."
 )
 
 

@@ -48,10 +48,17 @@ def plan(quick: bool) -> Plan:
         ),
         Row(
             "few",
-            "Consumer",
+            "Consumer, seed-style queue",
             f"max_workers=4, max_handlers={SLOTS}, bulk 1",
             n,
             {**spec, "runner": "consumer", "threads": 4, "handlers": SLOTS, "bulk": 1},
+        ),
+        Row(
+            "adapter1",
+            "Consumer + SQSQueue adapter",
+            f"max_workers=4, max_handlers={SLOTS}, bulk 1",
+            n,
+            {**adapter, "threads": 4, "handlers": SLOTS, "bulk": 1},
         ),
     ]
     return Plan(
@@ -62,6 +69,8 @@ def plan(quick: bool) -> Plan:
         targets=[
             Target("W4 SQS 20 ms vs bare boto3 loop", "consumer", "bare", 0.90),
             Target("W4 SQS 20 ms, with the SQSQueue adapter", "adapter", "bare", 0.90),
+            Target("W4 SQS 20 ms, bulk 1 (seed-style queue)", "few", "bare", 0.90),
+            Target("W4 SQS 20 ms, bulk 1 with the SQSQueue adapter", "adapter1", "bare", 0.90),
         ],
         notes=[NOTE, "moto is the bottleneck here and its speed varies from run to run: 5 runs."],
         runs=5,

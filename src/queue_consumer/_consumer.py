@@ -25,6 +25,7 @@ from . import _checks as checks
 from ._config import Config
 from ._hooks import ConsumerHooks, emit
 from ._pool import HandlerPool, join_threads
+from ._protocols import Queue
 from ._runners import ProcessRunner, ThreadRunner
 from ._settle import Settler
 from ._statistics import Counters, Statistics
@@ -62,7 +63,7 @@ class Consumer:
 
     def __init__(
         self,
-        queue: Any,
+        queue: Queue[Any],
         handler: Callable[..., object] | None = None,
         max_workers: int = _CPUS,
         max_handlers: int = _CPUS,

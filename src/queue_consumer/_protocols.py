@@ -17,7 +17,12 @@ capability is a Protocol here, so mypy checks a queue class against what it clai
 - ``handler(messages)``: the handler, if none is given to the consumer.
 - ``message_group(message) -> Hashable | None``: messages of one group (not ``None``) are
   handled one chunk after another, in order; a failure holds back the rest of the group.
+- ``dead_letter(messages, *, error=None)``: messages that can never succeed (the handler
+  raised ``PermanentFailure``): straight to the dead letters. Without it, ``reject``.
 - ``extend(messages, timeout)``: keep leased messages invisible longer.
+- ``interrupt()``: shutdown began; a ``get()`` waiting for messages returns at once.
+- ``max_settle_batch``: an int attribute: how many messages one settle call may carry
+  (default: as many as one ``get()`` returned).
 - ``close()``: release the queue's connections and threads.
 - ``stats()``: a flat mapping with at least ``depth``, ``in_flight`` and ``dead_letters``.
 """
@@ -32,9 +37,11 @@ __all__ = [
     "Queue",
     "SupportsCleanup",
     "SupportsClose",
+    "SupportsDeadLetter",
     "SupportsDeadLetters",
     "SupportsExtend",
     "SupportsGroups",
+    "SupportsInterrupt",
     "SupportsReject",
     "SupportsRejectWithError",
     "SupportsRelease",
@@ -66,6 +73,16 @@ class SupportsReject(Protocol[M_contra]):
 
 class SupportsRejectWithError(Protocol[M_contra]):
     def reject(self, messages: Sequence[M_contra], /, *, error: str | None = None) -> object: ...
+
+
+class SupportsDeadLetter(Protocol[M_contra]):
+    def dead_letter(
+        self, messages: Sequence[M_contra], /, *, error: str | None = None
+    ) -> object: ...
+
+
+class SupportsInterrupt(Protocol):
+    def interrupt(self) -> object: ...
 
 
 class SupportsRelease(Protocol[M_contra]):

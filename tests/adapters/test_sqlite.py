@@ -726,3 +726,19 @@ def test_bad_urls_are_configuration_errors(
 def test_a_url_that_is_not_a_string_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="string"):
         from_url(b"sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_dead_letter_moves_a_message_at_once_whatever_its_attempts(db: Path) -> None:
+    """PermanentFailure: the consumer calls dead_letter, which spends no more attempts."""
+    with SQLiteQueue(db, max_attempts=5) as queue:
+        queue.put("poison")
+        [message] = queue.get()
+        assert queue.dead_letter([message], error="PermanentFailure: bad payload") == 1
+        [dead] = queue.dead_letters()
+        assert (dead.body, dead.attempts, dead.last_error) == (
+            "poison",
+            1,
+            "PermanentFailure: bad payload",
+        )
+        assert queue.stats()["dead_letters"] == 1 and queue.get() == []
+        assert queue.dead_letter([message]) == 0  # a second, late call moves nothing

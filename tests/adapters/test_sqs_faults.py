@@ -140,7 +140,7 @@ def test_faults_are_retried_counted_and_lose_nothing(
         endpoint_url=faulty_proxy.url,  # every request of the consumer goes through the faults
         wait_time_seconds=1,
         reject_policy=0,
-        max_attempts=6,
+        request_attempts=6,
     )
     with queue, Consumer(queue, handler, max_workers=3, max_handlers=6, messages_bulk_size=2):
         wait_until(lambda: set(handled) == set(bodies), timeout=100, message="all handled")

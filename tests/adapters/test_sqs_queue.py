@@ -273,6 +273,30 @@ def test_put_many_and_stats(make_queue: MakeQueue, sqs_client: Any) -> None:
         assert stats["ApproximateNumberOfMessagesNotVisible"] == len(got)
         assert stats["ApproximateNumberOfMessages"] == 23 - len(got)
         assert stats["ApproximateNumberOfMessagesDelayed"] == 0
+        # The keys every queue's stats() has, for `queue-consumer stats`, metrics, health.
+        assert (stats["depth"], stats["in_flight"]) == (23 - len(got), len(got))
+        assert stats["dead_letters"] is None  # SQS's own redrive policy: not ours to count
+
+
+def test_dead_letter_sends_a_permanent_failure_at_once(
+    make_queue: MakeQueue, sqs_client: Any
+) -> None:
+    url = make_queue(VisibilityTimeout=600)
+    dlq = make_queue()
+    sqs_client.send_message(QueueUrl=url, MessageBody="poison")
+    with SQSQueue(
+        queue_url=url,
+        wait_time_seconds=0,
+        max_receive_count=5,
+        dead_letter_queue=dlq.rsplit("/", 1)[1],
+    ) as queue:
+        [message] = receive_all(queue, 1)
+        queue.dead_letter([message], error="PermanentFailure: bad")  # receive 1 of 5
+        assert queue.statistics().dead_lettered == 1
+        assert queue.stats()["dead_letters"] == 1
+    [dead] = sqs_client.receive_message(QueueUrl=dlq)["Messages"]
+    assert dead["Body"] == "poison"
+    assert queue_counts(sqs_client, url) == (0, 0)
 
 
 def test_get_after_close_is_an_error(make_queue: MakeQueue) -> None:
@@ -290,7 +314,7 @@ def test_get_errors_are_counted_and_raised(sqs_env: dict[str, str]) -> None:
         endpoint_url="http://127.0.0.1:9",
         wait_time_seconds=0,
         heartbeat=False,
-        max_attempts=2,
+        request_attempts=2,
     )
     with pytest.raises(Exception, match="Could not connect"):
         queue.get()

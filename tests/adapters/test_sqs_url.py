@@ -89,8 +89,8 @@ def test_accepted_forms(url: str, expected: dict[str, Any]) -> None:
         ("sqs://bad%20name", "not a valid SQS queue name"),
         ("sqs://" + "x" * 81, "not a valid SQS queue name"),
         ("sqs://jobs/extra", "no path"),
-        ("sqs://jobs?wait=30", "bad value '30' for 'wait'"),
-        ("sqs://jobs?wait=soon", "bad value 'soon' for 'wait'"),
+        ("sqs://jobs?wait=30", "wait must be an integer from 0 to 20, not '30'"),
+        ("sqs://jobs?wait=soon", "wait must be an integer from 0 to 20, not 'soon'"),
         ("sqs://jobs?heartbeat=maybe", "must be true or false"),
         ("sqs://jobs?colour=blue", "unknown option 'colour'"),
         ("sqs://jobs?wait=1&wait=2", "given twice"),
@@ -103,9 +103,16 @@ def test_accepted_forms(url: str, expected: dict[str, Any]) -> None:
     ],
 )
 def test_bad_urls_say_why(url: str, why: str) -> None:
-    with pytest.raises(ConfigurationError, match="bad SQS queue URL") as raised:
+    with pytest.raises(ConfigurationError) as raised:
         from_url(url)
     assert why in str(raised.value)
+
+
+def test_max_attempts_on_sqs_is_a_deprecated_name_for_request_attempts() -> None:
+    """max_attempts means deliveries on every other queue; here it meant botocore's."""
+    with pytest.warns(DeprecationWarning, match="request_attempts"):
+        assert parse_url("sqs://jobs?max_attempts=3")["request_attempts"] == 3
+    assert parse_url("sqs://jobs?request_attempts=4")["request_attempts"] == 4
 
 
 def test_from_url_with_a_moto_queue_url(

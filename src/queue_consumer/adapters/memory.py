@@ -15,10 +15,19 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _checks as checks
 from ._options import OptionTable, parse_query
+
+if TYPE_CHECKING:
+    from .._protocols import (
+        Queue,
+        SupportsCleanup,
+        SupportsReject,
+        SupportsRelease,
+        SupportsStats,
+    )
 
 __all__ = ["MemoryMessage", "MemoryQueue", "from_url"]
 
@@ -126,12 +135,16 @@ class MemoryQueue:
             return len(self._bodies)
 
     def stats(self) -> dict[str, int]:
+        """Counts by state, with the keys every queue has (``depth``, ``in_flight``,
+        ``dead_letters``)."""
         with self._lock:
             self._return_due(time.monotonic())
             return {
+                "depth": len(self._visible),
                 "visible": len(self._visible),
                 "delayed": len(self._delayed),
                 "in_flight": len(self._leases),
+                "dead_letters": 0,  # a memory queue has none: failures come back
                 "deleted": self.deleted,
             }
 
@@ -172,3 +185,13 @@ def from_url(url: str) -> MemoryQueue:
         if name not in _by_name:
             _by_name[name] = MemoryQueue(**options)
         return _by_name[name]
+
+
+if TYPE_CHECKING:  # mypy proves the capabilities MemoryQueue claims
+
+    def _capabilities(queue: MemoryQueue) -> None:
+        _get: Queue[MemoryMessage] = queue
+        _cleanup: SupportsCleanup[MemoryMessage] = queue
+        _reject: SupportsReject[MemoryMessage] = queue
+        _release: SupportsRelease[MemoryMessage] = queue
+        _stats: SupportsStats = queue

@@ -28,11 +28,24 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from queue_consumer import _checks as checks
 from queue_consumer.adapters._lease import LeaseKeeper
 from queue_consumer.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from queue_consumer._protocols import (
+        Queue,
+        SupportsCleanup,
+        SupportsClose,
+        SupportsDeadLetter,
+        SupportsDeadLetters,
+        SupportsExtend,
+        SupportsRejectWithError,
+        SupportsRelease,
+        SupportsStats,
+    )
 
 from . import _tables as tables
 from ._connections import Connections, SQLiteQueueError, transaction, use_wal
@@ -205,6 +218,15 @@ class SQLiteQueue:
                 reason = error or f"rejected {self.max_attempts} times"
                 moved += tables.bury(conn, [(m.id, m.lease) for m in dead], now, reason)
             return moved
+
+    def dead_letter(self, messages: Iterable[SQLiteMessage], *, error: str | None = None) -> int:
+        """Move messages that can never succeed (``PermanentFailure``) to the dead letters
+        now, whatever attempts they have left. Returns how many were still leased."""
+        keys = self._settling(messages)
+        if not keys:
+            return 0
+        with self._connections.write("dead_letter") as conn:
+            return tables.bury(conn, keys, _now(), error or "dead-lettered by its handler")
 
     def release(self, messages: Iterable[SQLiteMessage]) -> int:
         """Return unhandled messages at once, without counting the attempt (shutdown)."""
@@ -390,3 +412,17 @@ def from_url(url: str) -> SQLiteQueue:
 
 def _restore(cls: type[SQLiteQueue], settings: dict[str, Any]) -> SQLiteQueue:
     return cls(**settings)
+
+
+if TYPE_CHECKING:  # mypy proves the capabilities SQLiteQueue claims (the consumer uses them)
+
+    def _capabilities(queue: SQLiteQueue) -> None:
+        _get: Queue[SQLiteMessage] = queue
+        _cleanup: SupportsCleanup[SQLiteMessage] = queue
+        _reject: SupportsRejectWithError[SQLiteMessage] = queue
+        _dead: SupportsDeadLetter[SQLiteMessage] = queue
+        _release: SupportsRelease[SQLiteMessage] = queue
+        _extend: SupportsExtend[SQLiteMessage] = queue
+        _close: SupportsClose = queue
+        _stats: SupportsStats = queue
+        _dead_letters: SupportsDeadLetters = queue

@@ -25,8 +25,9 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError, ConsumerStateError
 from .._lease import LeaseKeeper
@@ -106,10 +107,21 @@ class SQSQueue:
         max_receive_count: int | None = None,
         dead_letter_queue: str | None = None,
         retry_mode: str = "standard",
-        max_attempts: int = 5,
+        request_attempts: int = 5,
         settle_attempts: int = 3,
         max_pool_connections: int = 50,
+        max_attempts: int | None = None,
     ) -> None:
+        if max_attempts is not None:
+            # On sqlite:// (and every broker adapter) max_attempts counts deliveries; here it
+            # counted botocore's attempts per request. The old name keeps working for now.
+            warnings.warn(
+                "SQSQueue(max_attempts=...) is botocore's attempts per request: it is renamed "
+                "request_attempts (max_attempts means deliveries on every other queue)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            request_attempts = max_attempts
         validate(locals())
         self.wait_time_seconds = wait_time_seconds
         self.max_messages = max_messages
@@ -119,7 +131,7 @@ class SQSQueue:
         self.attribute_names = with_needed(attribute_names)
         self.message_attribute_names = list(message_attribute_names)
         if client is None:
-            retries: Any = {"mode": retry_mode, "max_attempts": max_attempts}
+            retries: Any = {"mode": retry_mode, "max_attempts": request_attempts}
             config = Config(
                 retries=retries,
                 # Longer than a long poll, or every empty poll would end in a timeout.
@@ -212,6 +224,19 @@ class SQSQueue:
         self._count(rejected=len(outcome.succeeded))
         self._verdict("reject", outcome)
 
+    def dead_letter(self, messages: Iterable[SQSMessage], *, error: str | None = None) -> None:
+        """Messages that can never succeed (``PermanentFailure``): sent to
+        ``dead_letter_queue`` now, then deleted; without one (SQS's redrive policy moves
+        messages by receive count only), rejected like any failure."""
+        messages = list(messages)
+        if self.dead_letter_queue_url is None:
+            self.reject(messages)
+            return
+        self._tracker.untrack(message.receipt_handle for message in messages)
+        unsent = self._dead_letter(messages)
+        if unsent:
+            self.reject(unsent)
+
     def release(self, messages: Iterable[SQSMessage]) -> None:
         """Messages fetched but never handled: visible again at once."""
         messages = list(messages)
@@ -256,8 +281,11 @@ class SQSQueue:
         ids = {index: answer["MessageId"] for (index, _), answer in outcome.succeeded}
         return [ids[index] for index, _ in items]
 
-    def stats(self) -> dict[str, int]:
-        """SQS's approximate counts: visible, in flight (not visible) and delayed messages."""
+    def stats(self) -> dict[str, int | None]:
+        """SQS's approximate counts: visible, in flight (not visible) and delayed messages,
+        also under the keys every queue has: ``depth``, ``in_flight``, ``dead_letters``
+        (``None``: the dead-letter queue is SQS's, by redrive policy, unless
+        ``dead_letter_queue=`` names it)."""
         names = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
@@ -266,7 +294,17 @@ class SQSQueue:
         attributes = self.client.get_queue_attributes(
             QueueUrl=self.queue_url, AttributeNames=names
         )["Attributes"]
-        return {name: int(attributes.get(name, 0)) for name in names}
+        counts: dict[str, int | None] = {name: int(attributes.get(name, 0)) for name in names}
+        counts["depth"] = counts["ApproximateNumberOfMessages"]
+        counts["in_flight"] = counts["ApproximateNumberOfMessagesNotVisible"]
+        counts["delayed"] = counts["ApproximateNumberOfMessagesDelayed"]
+        counts["dead_letters"] = None
+        if self.dead_letter_queue_url is not None:
+            dead = self.client.get_queue_attributes(
+                QueueUrl=self.dead_letter_queue_url, AttributeNames=names[:1]
+            )["Attributes"]
+            counts["dead_letters"] = int(dead.get(names[0], 0))
+        return counts
 
     def statistics(self) -> SQSStatistics:
         """A snapshot of this adapter's counters."""
@@ -423,3 +461,26 @@ def from_url(url: str) -> SQSQueue:
     Query options: see ``_url.QUERY_OPTIONS``. A bad URL raises ``ConfigurationError``.
     """
     return SQSQueue(**parse_url(url))
+
+
+if TYPE_CHECKING:  # mypy proves the capabilities SQSQueue claims (the consumer uses them)
+    from ..._protocols import (
+        Queue,
+        SupportsCleanup,
+        SupportsClose,
+        SupportsDeadLetter,
+        SupportsGroups,
+        SupportsReject,
+        SupportsRelease,
+        SupportsStats,
+    )
+
+    def _capabilities(queue: SQSQueue) -> None:
+        _get: Queue[SQSMessage] = queue
+        _cleanup: SupportsCleanup[SQSMessage] = queue
+        _reject: SupportsReject[SQSMessage] = queue
+        _dead: SupportsDeadLetter[SQSMessage] = queue
+        _release: SupportsRelease[SQSMessage] = queue
+        _groups: SupportsGroups[SQSMessage] = queue
+        _close: SupportsClose = queue
+        _stats: SupportsStats = queue

@@ -131,5 +131,5 @@ def validate(args: Mapping[str, Any]) -> None:
     check(
         args["retry_mode"] in ("standard", "adaptive", "legacy"), "retry_mode: standard, adaptive"
     )
-    check(args["max_attempts"] >= 1 and args["settle_attempts"] >= 1, "attempts must be >= 1")
+    check(args["request_attempts"] >= 1 and args["settle_attempts"] >= 1, "attempts must be >= 1")
     check(not (args["client"] is not None and args["session"] is not None), "client or session")

@@ -9,69 +9,63 @@ Accepted forms::
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
+import warnings
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
+from ... import _checks as checks
 from ...errors import ConfigurationError
+from .._options import Check, OptionTable, parse_query
 
 __all__ = ["QUERY_OPTIONS", "parse_url"]
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,75}(\.fifo)?$|^[A-Za-z0-9_-]{1,80}$")
 _AWS_HOST = re.compile(r"^sqs[.-](?P<region>[a-z]{2}(-[a-z]+)+-\d+)\.amazonaws\.com(\.cn)?$")
+_RETRY_MODES = ("standard", "adaptive", "legacy")
 _LEGACY_HOST = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d+)\.queue\.amazonaws\.com(\.cn)?$")
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
-
-    return convert
+def _integer(low: int, high: int) -> Check:
+    return functools.partial(checks.count, minimum=low, maximum=high)
 
 
-def _boolean(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _reject(text: str) -> Any:
+def _reject(name: str, text: str) -> Any:
     if text in ("immediate", "exponential"):
         return text
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be 'immediate', 'exponential' or seconds >= 0")
-    return value
+    return checks.seconds(name, text)
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise ValueError("must be between 0 and 1 (exclusive)")
-    return value
+def _text(name: str, text: str) -> str:
+    return text
+
+
+def _deprecated_max_attempts(name: str, text: str) -> int:
+    warnings.warn(
+        "sqs:// max_attempts is botocore's attempts per request: use request_attempts "
+        "(max_attempts means deliveries on sqlite:// and every broker adapter)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return checks.count(name, text, maximum=20)
 
 
 #: query option -> (SQSQueue keyword, converter)
-QUERY_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "region": ("region_name", str),
-    "endpoint_url": ("endpoint_url", str),
+QUERY_OPTIONS: OptionTable = {
+    "region": ("region_name", _text),
+    "endpoint_url": ("endpoint_url", _text),
     "wait": ("wait_time_seconds", _integer(0, 20)),
     "max_messages": ("max_messages", _integer(1, 10)),
     "visibility_timeout": ("visibility_timeout", _integer(0, 43_200)),
-    "heartbeat": ("heartbeat", _boolean),
-    "heartbeat_fraction": ("heartbeat_fraction", _fraction),
+    "heartbeat": ("heartbeat", checks.flag),
+    "heartbeat_fraction": ("heartbeat_fraction", checks.fraction),
     "reject": ("reject_policy", _reject),
     "max_receive_count": ("max_receive_count", _integer(1, 1000)),
-    "dead_letter_queue": ("dead_letter_queue", str),
-    "retry_mode": ("retry_mode", str),
-    "max_attempts": ("max_attempts", _integer(1, 20)),
+    "dead_letter_queue": ("dead_letter_queue", _text),
+    "retry_mode": ("retry_mode", functools.partial(checks.choice, choices=_RETRY_MODES)),
+    "request_attempts": ("request_attempts", _integer(1, 20)),
+    "max_attempts": ("request_attempts", _deprecated_max_attempts),  # deprecated name
 }
 
 
@@ -95,7 +89,7 @@ def parse_url(url: str) -> dict[str, Any]:
         raise _bad(url, f"scheme {parts.scheme!r} is not sqs, https or http")
     if parts.fragment:
         raise _bad(url, "a fragment (#...) means nothing here")
-    options = _query(url, parts.query)
+    options = parse_query(url, QUERY_OPTIONS)
     if scheme in ("http", "https") and "endpoint_url" in options:
         # The queue URL already says where the queue is; two endpoints would be ambiguous.
         raise _bad(url, "endpoint_url is for sqs:// URLs; an http(s) queue URL is its endpoint")
@@ -131,25 +125,6 @@ def _http_scheme(url: str, scheme: str, host: str, port: int | None, path: str) 
     else:
         # Not AWS (moto, localstack, ElasticMQ): the host that serves the queue is the endpoint.
         kwargs["endpoint_url"] = f"{scheme}://{netloc}"
-    return kwargs
-
-
-def _query(url: str, query: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as exc:
-        raise _bad(url, f"malformed query: {exc}") from exc
-    for key, text in pairs:
-        if key not in QUERY_OPTIONS:
-            raise _bad(url, f"unknown option {key!r} (known: {', '.join(sorted(QUERY_OPTIONS))})")
-        name, convert = QUERY_OPTIONS[key]
-        if name in kwargs:
-            raise _bad(url, f"option {key!r} is given twice")
-        try:
-            kwargs[name] = convert(text)
-        except ValueError as exc:
-            raise _bad(url, f"bad value {text!r} for {key!r}: {exc}") from exc
     return kwargs
 
 
