@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 # KEDA's CRD schemas (npm), for tests/docs/test_manifests.py. Without npm the test skips
 # locally and fails in CI.
-KEDA_MODELS  = @kubernetes-models/keda@0.4.2
+KEDA_MODELS  = @kubernetes-models/keda@2.0.0
 KEDA_STAMP   = $(VENV)/npm/.installed
 DOCS_PY      = $(wildcard docs/*.py)
 

@@ -5,7 +5,7 @@
   which bundles the schemas (no network).
 - KEDA's kinds (``keda.sh/*``: ScaledObject, TriggerAuthentication) against KEDA's CRD
   schemas from the npm package ``@kubernetes-models/keda``, which ``make`` installs into
-  ``.venv/npm`` (or ``$KEDA_MODELS_DIR``): run by node, ``tests/docs/validate_keda.js``.
+  ``.venv/npm`` (or ``$KEDA_MODELS_DIR``): run by node, ``tests/docs/validate_keda.mjs``.
 - The ``QUEUE_CONSUMER_*`` settings in a container's environment are options that
   ``queue-consumer run`` has, with values it accepts; a ScaledObject scales a Deployment
   that is in the docs.
@@ -83,7 +83,7 @@ def _keda_models() -> Path:
 
 def _validate_keda(objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["node", str(HERE / "validate_keda.js"), str(_keda_models())],
+        ["node", str(HERE / "validate_keda.mjs"), str(_keda_models())],
         input=json.dumps(objects),
         capture_output=True,
         text=True,
@@ -98,13 +98,20 @@ def test_keda_objects_are_valid() -> None:
     assert result.stdout.count("ok ") == len(KEDA), result.stdout
 
 
-def test_keda_validation_rejects_a_bad_object() -> None:
-    """The check can fail: a ScaledObject with a wrong type is refused."""
+def test_keda_validation_rejects_bad_objects() -> None:
+    """The check can fail: a wrong type, a value outside an enum."""
     scaled = next(o for _, o in KEDA if o["kind"] == "ScaledObject")
     broken = json.loads(json.dumps(scaled))
     broken["spec"]["maxReplicaCount"] = "twenty"
-    result = _validate_keda([broken])
-    assert result.returncode == 1 and "maxReplicaCount" in result.stdout, result.stdout
+    auth = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": "bad"},
+        "spec": {"podIdentity": {"provider": "aws", "identityOwner": "nobody"}},
+    }
+    result = _validate_keda([broken, auth])
+    assert result.returncode == 1, result.stdout
+    assert "maxReplicaCount" in result.stdout and "identityOwner" in result.stdout, result.stdout
 
 
 def _containers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
