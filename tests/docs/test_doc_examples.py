@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from doc_blocks import ROOT, Block, cli_lines, doc_files, python_blocks
+from doc_blocks import ROOT, Block, blocks, cli_lines, doc_files, python_blocks
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 60.0  # seconds per example
@@ -114,3 +115,27 @@ def doc_sqs_env(moto_endpoint: str) -> dict[str, Any]:
         attributes = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
         urls.append(client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
     return {**env, "DOC_EXAMPLE_POKE": " ".join(urls[:1])}
+
+
+def _dockerfile_settings() -> list[tuple[str, dict[str, str]]]:
+    found = []
+    for path in doc_files():
+        for block in blocks(path):
+            if block.language == "dockerfile":
+                pairs = re.findall(r'(QUEUE_CONSUMER_[A-Z_]+)=("[^"]*"|\S+)', block.code)
+                found.append((block.id, {name: value.strip('"') for name, value in pairs}))
+    return found
+
+
+DOCKERFILES = _dockerfile_settings()
+
+
+@pytest.mark.parametrize("settings", [s for _, s in DOCKERFILES], ids=[i for i, _ in DOCKERFILES])
+def test_dockerfile_settings_are_real_options(settings: dict[str, str]) -> None:
+    from queue_consumer.cli._options import ENV_PREFIX, apply_env, build_parser
+
+    assert settings, "a Dockerfile in the docs sets no QUEUE_CONSUMER_* variable"
+    args = build_parser().parse_args(["run"])
+    known = {ENV_PREFIX + option.dest.upper() for option in args._env_options}
+    assert set(settings) <= known, f"unknown settings {sorted(set(settings) - known)}"
+    apply_env(args, settings)  # raises UsageError for a value the option refuses
