@@ -20,16 +20,20 @@ def wait_until(
     predicate: Callable[[], object],
     timeout: float = 10.0,
     interval: float = 0.01,
-    message: str = "",
+    message: str | Callable[[], str] = "",
 ) -> None:
     """Return as soon as ``predicate()`` is true; raise ``TimeoutError`` after ``timeout``.
+
+    ``message`` may be a callable, called at the deadline: it then describes the state
+    the condition failed in, not the state it started in.
 
     >>> wait_until(lambda: True)
     """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() >= deadline:
-            detail = f": {message}" if message else ""
+            text = message() if callable(message) else message
+            detail = f": {text}" if text else ""
             raise TimeoutError(f"condition not met within {timeout}s{detail}")
         time.sleep(interval)
 
@@ -41,6 +45,8 @@ def check_queue_contract(
     body: Callable[[Any], Any] = lambda message: message.body,
     timeout: float = 30.0,
     exactly_once: bool = True,
+    fenced: bool = True,
+    release_counts: bool = False,
 ) -> None:
     """Check that ``queue`` keeps the contract the consumer relies on; AssertionError if not.
 
@@ -52,6 +58,12 @@ def check_queue_contract(
     alone comes back after its lease; and a ``Consumer`` with failing handlers drains it.
     ``exactly_once=False`` skips the final "nothing comes back" check of the concurrent
     drain, for test servers known to lose concurrent deletes (moto's SQS).
+
+    Messages must carry ``delivery_count``: 1 on the first delivery, 2 on the next. With
+    ``fenced`` (the default) a late ``cleanup`` of a delivery whose lease expired and whose
+    message was delivered again must not delete it. ``release_counts=True`` says the
+    broker counts a release as a delivery (SQS, JetStream); else a released message comes
+    back with its count unchanged.
     """
     put([f"m{i}" for i in range(6)])
     leased = _receive(queue, body, 6, timeout)
@@ -67,12 +79,45 @@ def check_queue_contract(
         queue.reject([leased["m2"]])
     if hasattr(queue, "release"):
         queue.release([leased["m3"]])
+    for message in leased.values():
+        count = getattr(message, "delivery_count", None)
+        assert count == 1, f"a first delivery must have delivery_count 1, not {count!r}"
     # m4 and m5 are left alone: they come back when their lease expires. Each message is
     # cleaned up as soon as it is back, so seeing one twice means cleanup did not delete.
     again = _receive(queue, body, len(returned), timeout, settle=cleanup)
     assert set(again) == returned, f"expected {sorted(returned)} back, got {sorted(again)}"
+    assert again["m2"].delivery_count == 2, "a rejected message's next delivery counts 2"
+    assert again["m4"].delivery_count == 2, "an expired lease's next delivery counts 2"
+    if hasattr(queue, "release"):
+        expected = 2 if release_counts else 1
+        assert again["m3"].delivery_count == expected, (
+            f"a released message came back with delivery_count {again['m3'].delivery_count}"
+        )
     _assert_empty(queue, timeout=2.0)
+    if fenced:
+        _check_fenced(queue, put, body, cleanup, timeout)
     _drain_with_consumer(queue, put, body, timeout, exactly_once)
+
+
+def _check_fenced(
+    queue: Any,
+    put: Callable[[list[str]], object],
+    body: Callable[[Any], Any],
+    cleanup: Callable[[list[Any]], object],
+    timeout: float,
+) -> None:
+    """A late holder (its lease expired, the message went out again) cannot delete it."""
+    put(["late"])
+    first = _receive(queue, body, 1, timeout)["late"]
+    second = _receive(queue, body, 1, timeout)["late"]  # after the first lease expired
+    cleanup([first])  # the late holder settles: must change nothing
+    release = getattr(queue, "release", None)
+    if release is not None:
+        release([second])
+    back = _receive(queue, body, 1, timeout)  # released at once, or after its lease
+    assert set(back) == {"late"}, "a late cleanup deleted a message someone else held"
+    cleanup(list(back.values()))
+    _assert_empty(queue, timeout=1.0)
 
 
 def _receive(

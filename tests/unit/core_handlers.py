@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -99,3 +100,19 @@ def flaky_initializer(marker: str) -> None:
     if os.path.exists(marker):
         os.remove(marker)
         raise RuntimeError("initializer failed the first time")
+
+
+@contextlib.contextmanager
+def tagged(tag: str) -> Iterator[None]:
+    """A context (like a trace span's) the handler can see: module-level, so it pickles."""
+    os.environ["QC_TEST_TAG"] = tag
+    try:
+        yield
+    finally:
+        os.environ.pop("QC_TEST_TAG", None)
+
+
+def write_tag(path: str, messages: Iterator[Any]) -> None:
+    for message in messages:
+        with open(path, "a") as file:
+            file.write(f"{message.body}:{os.environ.get('QC_TEST_TAG')}\n")

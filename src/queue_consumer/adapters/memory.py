@@ -41,6 +41,11 @@ class MemoryMessage:
     receipt: int
     receive_count: int
 
+    @property
+    def delivery_count(self) -> int:
+        """Deliveries so far, 1 on the first."""
+        return self.receive_count
+
 
 class MemoryQueue:
     """A thread-safe in-process queue with visibility-timeout semantics.
@@ -126,8 +131,12 @@ class MemoryQueue:
                     self._visible.append(message.id)
 
     def release(self, messages: Iterable[MemoryMessage]) -> None:
-        """Make never-handled messages visible at once."""
-        self.reject(messages, delay=0)
+        """Make never-handled messages visible at once; the delivery does not count."""
+        with self._lock:
+            for message in self._live(messages):
+                del self._leases[message.id]
+                self._receive_counts[message.id] -= 1
+                self._visible.appendleft(message.id)  # back to its place at the head
 
     def __len__(self) -> int:
         """Messages not yet deleted: visible, delayed or leased."""

@@ -27,6 +27,11 @@ class SQLiteMessage:
     queue: str = "default"
     created_at: float = 0.0
 
+    @property
+    def delivery_count(self) -> int:
+        """Deliveries so far, 1 on the first (the attempts column)."""
+        return self.attempts
+
 
 @dataclass(frozen=True)
 class DeadLetter:

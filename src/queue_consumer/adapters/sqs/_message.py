@@ -64,6 +64,11 @@ class SQSMessage:
     md5_of_body: str | None = field(default=None, compare=False)
 
     @property
+    def delivery_count(self) -> int:
+        """Deliveries so far, 1 on the first (SQS's ApproximateReceiveCount)."""
+        return self.receive_count
+
+    @property
     def sent_timestamp(self) -> float | None:
         """When the message was sent, in seconds since the epoch (if SQS said)."""
         value = self.attributes.get("SentTimestamp")
