@@ -1,4 +1,5 @@
-"""Every ``python`` block of docs/**/*.md and README.md runs as written; every CLI line parses.
+"""Every ``python`` block of docs/**/*.md runs as written (README.md's are copies of them);
+every ``queue-consumer`` line of their shell blocks parses.
 
 Each block runs in its own Python process, in a fresh temp directory, with a deadline.
 ``doc_prelude`` is imported first: it defines the placeholders the docs use for the reader's
@@ -26,8 +27,9 @@ SIGTERM_AFTER = 0.5  # seconds after supervise(blocking=True) installed its sign
 SQS_QUEUES = ("orders", "orders-dlq", "orders.fifo")  # the queue names the SQS examples use
 SERVER_PORTS = {"postgres": 5432, "redis": 6379, "rabbitmq": 5672, "nats": 4222}
 
-# README.md too: its examples are the site's (tests/docs/test_docs_site.py checks that).
-BLOCKS = python_blocks([*doc_files(), ROOT / "README.md"])
+# Not README.md: each of its examples must be a copy of one on a docs page
+# (tests/docs/test_docs_site.py checks that), so running the pages runs the README too.
+BLOCKS = python_blocks(doc_files())
 
 
 def _require_server(name: str, port: int) -> None:
