@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# Most tests wait (on servers, leases, child processes), so more workers than cores pay off.
+TEST_WORKERS ?= 4
 # KEDA's CRD schemas (npm), for tests/docs/test_manifests.py. Without npm the test skips
 # locally and fails in CI.
 KEDA_MODELS  = @kubernetes-models/keda@2.0.0
@@ -30,7 +32,7 @@ test: $(STAMP) $(KEDA_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks $(DOCS_PY)
 	$(BIN)/mypy
 	$(MAKE) docs-build
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks $(DOCS_PY)

@@ -26,6 +26,7 @@ WORKLOADS = {
     "W5": "w5_cpu",
     "W6": "w6_memory",
     "W7": "w7_sqlite",
+    "REDIS": "w_redis",
 }
 
 

@@ -34,6 +34,9 @@ _BUILTIN: dict[str, str] = {
     # or refuses it with a clear error. The registry itself knows no broker.
     "http": "queue_consumer.adapters.sqs:from_url",
     "https": "queue_consumer.adapters.sqs:from_url",
+    "redis": "queue_consumer.adapters.redis:from_url",
+    "rediss": "queue_consumer.adapters.redis:from_url",
+    "redis+unix": "queue_consumer.adapters.redis:from_url",
 }
 
 _registered: dict[str, QueueFactory | str] = {}

@@ -17,7 +17,11 @@ def test_memory_queue_conformance() -> None:
 
 
 def test_sqlite_queue_conformance(tmp_path: Path) -> None:
-    with SQLiteQueue(tmp_path / "q.db", visibility_timeout=1.0, retry_delay=0.0) as queue:
+    # No heartbeat (on by default), as for SQS below: the check leaves messages alone to see
+    # their lease expire.
+    with SQLiteQueue(
+        tmp_path / "q.db", visibility_timeout=1.0, retry_delay=0.0, heartbeat=False
+    ) as queue:
         check_queue_contract(queue, queue.put_many)
 
 
@@ -42,3 +46,31 @@ def test_sqs_queue_conformance(make_queue: Callable[..., str], sqs_client: Any) 
         )
     finally:
         queue.close()
+
+
+def test_redis_stream_queue_conformance() -> None:
+    import uuid
+
+    if __package__:
+        from .redis_server import HOST, LOCAL, PORT, delete_stream, require_server
+    else:
+        from redis_server import HOST, LOCAL, PORT, delete_stream, require_server
+    from queue_consumer.adapters.redis import RedisStreamQueue
+
+    require_server("Redis", HOST, PORT)
+    stream = f"qc-conformance-{uuid.uuid4().hex[:10]}"
+    # No heartbeat, for the same reason as SQS: two messages are left alone to expire.
+    queue = RedisStreamQueue(
+        LOCAL,
+        stream,
+        block=0.2,
+        claim_idle=1.0,
+        heartbeat=False,
+        retry_delay=0.0,
+        reclaim_interval=0.1,
+    )
+    try:
+        check_queue_contract(queue, queue.put_many)
+    finally:
+        queue.close()
+        delete_stream(LOCAL, stream)

@@ -161,7 +161,7 @@ def test_leased_messages_are_invisible_until_the_lease_expires(db: Path, clock: 
 
 
 def test_expired_lease_brings_messages_back_in_real_time(db: Path) -> None:
-    with SQLiteQueue(db, visibility_timeout=0.2) as q:
+    with SQLiteQueue(db, visibility_timeout=0.2, heartbeat=False) as q:
         ids = q.put_many(["a", "b"])
         assert [m.id for m in q.get()] == ids
         returned: list[SQLiteMessage] = []
@@ -395,6 +395,55 @@ def test_wait_time_makes_an_empty_get_wait(db: Path) -> None:
         assert [m.body for m in got] == ["late"]
 
 
+def test_wait_time_is_at_most_20_seconds_as_on_sqs(db: Path) -> None:
+    with SQLiteQueue(db, wait_time=20) as q:
+        assert q.wait_time == 20
+    with pytest.raises(ConfigurationError, match="<= 20"):
+        from_url(f"sqlite:///{db}?wait_time=100")
+
+
+def test_interrupt_ends_a_waiting_get_at_once_and_every_later_wait(db: Path) -> None:
+    with SQLiteQueue(db, wait_time=20) as q:
+        results: list[list[SQLiteMessage]] = []
+        waiting = threading.Thread(target=lambda: results.append(q.get()))
+        started = time.monotonic()
+        waiting.start()
+        wait_until(lambda: time.monotonic() - started > 0.2, timeout=5)  # get() is waiting
+        q.interrupt()
+        waiting.join(timeout=5)
+        assert not waiting.is_alive() and results == [[]]
+        assert time.monotonic() - started < 5
+        started = time.monotonic()
+        assert q.get() == []  # no more waiting once interrupted
+        assert time.monotonic() - started < 1
+        q.put("still delivered")
+        assert [m.body for m in q.get()] == ["still delivered"]
+
+
+def test_the_heartbeat_is_on_by_default(db: Path) -> None:
+    with SQLiteQueue(db) as q:
+        assert q.heartbeat is True and q._heartbeat is not None
+    with from_url(f"sqlite:///{db}?heartbeat=off") as q:
+        assert q.heartbeat is False and q._heartbeat is None
+
+
+def test_create_false_opens_an_existing_queue_file_only(tmp_path: Path) -> None:
+    typo = tmp_path / "jbos.db"
+    with pytest.raises(ConfigurationError, match=r"no SQLite queue file at .*jbos\.db"):
+        SQLiteQueue(typo, create=False)
+    with pytest.raises(ConfigurationError, match="no SQLite queue file"):
+        from_url(f"sqlite:///{typo}?create=0")
+    assert not typo.exists()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(ConfigurationError, match="holds no queue_consumer queue"):
+        SQLiteQueue(other, create=False)
+    real = tmp_path / "jobs.db"
+    SQLiteQueue(real).close()
+    with SQLiteQueue(real, create=False) as q:
+        assert q.stats()["depth"] == 0
+
+
 # -- threads -------------------------------------------------------------------------
 
 
@@ -514,6 +563,9 @@ def test_closed_queue_refuses_work_and_close_is_idempotent(db: Path) -> None:
         ({"retry_delay": float("nan")}, "retry_delay"),
         ({"retry_delay": 10, "max_retry_delay": 5}, "max_retry_delay"),
         ({"wait_time": -1}, "wait_time"),
+        ({"wait_time": 20.5}, r"wait_time must be a number of seconds >= 0 and <= 20"),
+        ({"wait_time": 1e308}, "wait_time"),
+        ({"create": "maybe"}, "create"),
         ({"busy_timeout": None}, "busy_timeout"),
         ({"synchronous": "SOMETIMES"}, "synchronous"),
         ({"heartbeat": 1}, "heartbeat"),

@@ -399,3 +399,41 @@ def test_dead_lettering_that_fails_rejects_instead(
         assert again.body == "poison"
         queue.cleanup([again])
     assert "could not dead-letter 1 message(s)" in caplog.text
+
+
+def test_put_takes_the_bodies_sqlite_takes_and_get_returns_them_as_put(
+    make_queue: MakeQueue, sqs_client: Any
+) -> None:
+    url = make_queue(VisibilityTimeout=600)
+    dlq = make_queue()
+    bodies: list[Any] = ["text", b"\x00\xffraw", {"n": 1, "s": "é"}, [1, 2], 7, None]
+    with SQSQueue(
+        queue_url=url,
+        wait_time_seconds=0,
+        message_attribute_names=["other"],  # the body's kind is asked for all the same
+        max_receive_count=1,
+        dead_letter_queue=dlq,
+    ) as queue:
+        queue.put(bodies[0])
+        queue.put(bodies[1])
+        queue.put_many(bodies[2:])
+        got = receive_all(queue, len(bodies))
+        assert sorted(map(repr, (m.body for m in got))) == sorted(map(repr, bodies))
+        # A str is plain text on the wire (no attribute): other consumers read it as is.
+        [text] = [m for m in got if m.body == "text"]
+        assert text.attribute("queue_consumer.body") is None
+        with pytest.raises(TypeError, match="cannot put a body of type object"):
+            queue.put(object())
+        # Dead-lettered, a body keeps its kind: the dead-letter queue holds it as it was put.
+        queue.reject([m for m in got if m.body == b"\x00\xffraw"])
+    with SQSQueue(queue_url=dlq, wait_time_seconds=0) as dead_letters:
+        [dead] = receive_all(dead_letters, 1)
+        assert dead.body == b"\x00\xffraw"
+
+
+def test_group_id_on_a_standard_queue_is_an_error(make_queue: MakeQueue) -> None:
+    with (
+        SQSQueue(queue_url=make_queue(), wait_time_seconds=0) as queue,
+        pytest.raises(ConfigurationError, match="group_id is for FIFO queues"),
+    ):
+        queue.put("x", group_id="g")

@@ -72,12 +72,33 @@ class BrokenQueue:
 
 def broken_queue(url):
     return BrokenQueue()
+
+
+class FlakyQueue:
+    # Takes two put_many calls, then the broker goes down.
+
+    def __init__(self):
+        self.calls = 0
+
+    def get(self):
+        return []
+
+    def put_many(self, bodies):
+        self.calls += 1
+        if self.calls > 2:
+            raise RuntimeError("broker down")
+
+
+def flaky_queue(url):
+    return FlakyQueue()
 """
 
 #: A fake installed distribution declaring a queue_consumer.queues entry point.
 DIST_INFO = {
     "METADATA": "Metadata-Version: 2.1\nName: tasks-plugin\nVersion: 1.0\n",
-    "entry_points.txt": "[queue_consumer.queues]\nbroken = tasks:broken_queue\n",
+    "entry_points.txt": (
+        "[queue_consumer.queues]\nbroken = tasks:broken_queue\nflaky = tasks:flaky_queue\n"
+    ),
 }
 
 

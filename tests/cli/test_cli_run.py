@@ -148,3 +148,14 @@ def test_console_script_is_the_same_command(cli: CLI) -> None:
     )
     assert result.returncode == 0
     assert result.stdout == cli.run("--help").stdout
+
+
+def test_every_consumer_setting_has_a_run_option() -> None:
+    """One source of truth: the CLI is checked against Config, so none is forgotten."""
+    from queue_consumer._config import SETTINGS
+    from queue_consumer.cli._options import RUN_SETTINGS, build_parser
+
+    assert set(RUN_SETTINGS.values()) | {"handler", "hooks"} == set(SETTINGS)
+    args = build_parser().parse_args(["run", "m:h", "--queue", "memory://x"])
+    for dest in RUN_SETTINGS:
+        assert hasattr(args, dest), f"`run` has no option for {dest}"

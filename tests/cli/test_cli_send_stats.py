@@ -43,8 +43,9 @@ def test_send_refuses_a_bad_json_line_and_sends_nothing(
     assert result.returncode == 2
     assert result.stderr.splitlines() == [result.stderr.strip()], "one line"
     assert "in.jsonl:3: not a JSON line" in result.stderr
-    # The two good lines were read first, but nothing is sent from a broken file.
-    assert cli.stats(db_url)["depth"] == 0
+    # The two good lines were read first, but nothing is sent from a broken file: the
+    # queue is not even opened.
+    assert not (tmp_path / "jobs.db").exists()
 
 
 def test_send_needs_exactly_one_source(cli: CLI, db_url: str) -> None:
@@ -72,9 +73,10 @@ def test_stats_text_and_json(cli: CLI, db_url: str) -> None:
 
 
 def test_stats_url_from_the_environment(cli: CLI, db_url: str) -> None:
+    assert cli.run("send", db_url, "x").returncode == 0
     result = cli.run("stats", "--json", QUEUE_CONSUMER_QUEUE=db_url)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["depth"] == 0
+    assert json.loads(result.stdout)["depth"] == 1
 
 
 def test_redrive_some_then_all_dead_letters(cli: CLI, db_url: str, tmp_path: Path) -> None:

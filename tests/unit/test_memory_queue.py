@@ -72,3 +72,38 @@ def test_concurrent_gets_never_hand_out_one_message_twice() -> None:
     for thread in threads:
         thread.join(30)
     assert sorted(seen) == list(range(5000))
+
+
+def test_a_failing_handler_is_not_a_hot_retry_loop_by_default() -> None:
+    # The Quick start's queue: MemoryQueue(). A rejected message waits 1 s, so a handler
+    # that always fails retries once a second, not 80k times a second.
+    from queue_consumer import Consumer
+
+    queue = MemoryQueue()
+    assert queue.reject_delay == 1.0
+    queue.put("poison")
+
+    def fail(messages: object) -> None:
+        for _ in messages:  # type: ignore[attr-defined]
+            raise RuntimeError("always")
+
+    with Consumer(queue, fail, max_workers=1, max_handlers=1) as consumer:
+        wait_until(lambda: consumer.statistics().failed >= 1, timeout=10)
+        wait_until(lambda: queue.stats()["delayed"] == 1, timeout=10)
+    # A hot loop fails thousands of times in the time the consumer takes to stop.
+    assert consumer.statistics().failed < 5
+    assert MemoryQueue(reject_delay=0).reject_delay == 0  # an immediate retry, if asked
+
+
+def test_extend_renews_a_held_lease_and_ignores_a_stale_one() -> None:
+    queue = MemoryQueue(visibility_timeout=0.2)
+    queue.put_many(["a", "b"])
+    a, b = queue.get()
+    assert queue.extend([a], timeout=60) == 1
+    back: list = []
+    wait_until(lambda: back.extend(queue.get()) or back, timeout=10)
+    assert [m.body for m in back] == ["b"]  # a's lease was extended, b's expired
+    assert queue.extend([b]) == 0  # stale: b was delivered again
+    assert queue.get() == []
+    queue.cleanup([a])
+    assert queue.deleted == 1

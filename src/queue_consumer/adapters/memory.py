@@ -4,6 +4,14 @@ A message that is taken by ``get()`` is leased: invisible to other ``get()`` cal
 is cleaned up, rejected, released or its lease expires, when it comes back. Each delivery
 carries a new receipt, so settling a stale delivery (whose lease expired and which was
 delivered again) does nothing: what a late handler does cannot delete a message twice.
+
+A failed (rejected) message comes back after ``reject_delay`` (1 s by default), so a handler
+that always fails is a slow retry, not a hot loop; ``reject_delay=0`` retries at once.
+There is no lease heartbeat (it would cost every message two more lock round trips):
+``extend(messages)`` renews leases by hand, and a fetched message waiting for a free handler
+slot keeps its first lease, so size ``max_handlers`` to take a whole ``get()`` at once
+(``max_handlers >= max_workers * max_messages / messages_bulk_size``) or keep
+``visibility_timeout`` (30 s) above the time a batch takes.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ if TYPE_CHECKING:
     from .._protocols import (
         Queue,
         SupportsCleanup,
+        SupportsExtend,
         SupportsReject,
         SupportsRelease,
         SupportsStats,
@@ -61,7 +70,7 @@ class MemoryQueue:
         self,
         visibility_timeout: float = 30.0,
         max_messages: int = 10,
-        reject_delay: float = 0.0,
+        reject_delay: float = 1.0,
     ) -> None:
         self.visibility_timeout = checks.seconds(
             "visibility_timeout", visibility_timeout, positive=True
@@ -138,6 +147,20 @@ class MemoryQueue:
                 self._receive_counts[message.id] -= 1
                 self._visible.appendleft(message.id)  # back to its place at the head
 
+    def extend(self, messages: Iterable[MemoryMessage], timeout: float | None = None) -> int:
+        """Lease held messages for ``timeout`` more seconds from now (default
+        ``visibility_timeout``); returns how many were still held. (An extension shorter than
+        the visibility timeout may bring a message back late, never early.)"""
+        seconds = self.visibility_timeout if timeout is None else timeout
+        seconds = checks.seconds("timeout", seconds, positive=True)
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            live = self._live(messages)
+            for message in live:
+                self._leases[message.id] = (message.receipt, deadline)
+                self._leases.move_to_end(message.id)  # deadline order, as _return_due expects
+            return len(live)
+
     def __len__(self) -> int:
         """Messages not yet deleted: visible, delayed or leased."""
         with self._lock:
@@ -203,4 +226,5 @@ if TYPE_CHECKING:  # mypy proves the capabilities MemoryQueue claims
         _cleanup: SupportsCleanup[MemoryMessage] = queue
         _reject: SupportsReject[MemoryMessage] = queue
         _release: SupportsRelease[MemoryMessage] = queue
+        _extend: SupportsExtend[MemoryMessage] = queue
         _stats: SupportsStats = queue

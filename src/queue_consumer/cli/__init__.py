@@ -38,6 +38,7 @@ from ._options import (
     apply_env,
     build_parser,
     flag,
+    unknown_env,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
 
 
 _CHATTY_LIBRARIES = ("botocore", "boto3", "urllib3")
+_cli_log = logging.getLogger("queue_consumer.cli")
 
 
 def _setup_logging(level: str, fmt: str) -> Callable[[], None]:
@@ -97,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     show_traceback = args.traceback or args.log_level == "debug"
     undo_logging = _setup_logging(args.log_level, args.log_format)
+    for warning in unknown_env(parser, dict(os.environ)):
+        if _cli_log.isEnabledFor(logging.WARNING):
+            _cli_log.warning("%s", warning)
+        else:  # the demo logs errors only: a typo must still show
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
     try:
         return COMMANDS[args.command](args)
     except (UsageError, ConfigurationError) as exc:

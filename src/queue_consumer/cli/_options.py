@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -14,6 +15,23 @@ EXIT_USAGE = 2
 EXIT_STUCK = 3  # too many stuck handlers: let the orchestrator restart us
 ENV_PREFIX = "QUEUE_CONSUMER_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+#: `run`'s options and the consumer setting (``queue_consumer._config.Config``) each sets;
+#: a test checks that every setting has one, so a new setting cannot be forgotten here.
+RUN_SETTINGS = {
+    "workers": "max_workers",
+    "handlers": "max_handlers",
+    "bulk_size": "messages_bulk_size",
+    "polling_time": "worker_polling_time",
+    "initializer": "pool_initializer",
+    "processes": "with_thread_executor",
+    "handler_timeout": "handler_timeout",
+    "max_stuck_handlers": "max_stuck_handlers",
+    "shutdown_timeout": "shutdown_timeout",
+    "settle_delay": "settle_delay",
+    "start_method": "mp_context",
+}
 
 
 class UsageError(Exception):
@@ -68,9 +86,30 @@ def flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        value = _int_at_least(minimum)(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
+        return value
+
+    return convert
+
+
+#: The most worker / handler threads the command starts: far above any useful value, and
+#: low enough that the process does not abort creating threads (``--workers 99999``).
+MAX_WORKERS = 1024
+MAX_HANDLERS = 4096
+
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+_workers = _int_between(1, MAX_WORKERS)
+_handlers = _int_between(1, MAX_HANDLERS)
 _seconds = _float_where(lambda value: value >= 0, "seconds", ">= 0 seconds")
+# Consumer(handler_timeout=0) is refused too: the one bound, worded the same everywhere.
+_positive_seconds = _float_where(
+    lambda value: value > 0 and value != float("inf"), "seconds", "a number of seconds > 0"
+)
 _rate = _float_where(lambda value: 0 <= value <= 1, "a number in [0, 1]", "in [0, 1]")
 
 
@@ -133,6 +172,39 @@ def apply_env(args: argparse.Namespace, environ: dict[str, str]) -> None:
             raise UsageError(f"environment variable {name}: {exc}") from None
 
 
+def known_env(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``QUEUE_CONSUMER_*`` variable some command reads (a worker's environment sets
+    them all, whichever command runs)."""
+    names = {ENV_PREFIX + "TRACEBACK"}
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.extend(action.choices.values())
+    for each in parsers:
+        for option in each.get_default("_env_options") or ():
+            names.add(ENV_PREFIX + option.dest.upper())
+    return names
+
+
+def unknown_env(parser: argparse.ArgumentParser, environ: dict[str, str]) -> list[str]:
+    """A warning for each ``QUEUE_CONSUMER_*`` variable no command reads (a typo: it would
+    be ignored without a word), naming the closest known one."""
+    known = known_env(parser)
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        suffixes = sorted(known_name[len(ENV_PREFIX) :] for known_name in known)
+        close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.6)
+        hint = (
+            f"; did you mean {ENV_PREFIX}{close[0]}?"
+            if close
+            else f" (known: {', '.join(sorted(known))})"
+        )
+        warnings.append(f"unknown environment variable {name} is ignored{hint}")
+    return warnings
+
+
 def _common(parser: argparse.ArgumentParser, log_level: str = "info") -> None:
     group = parser.add_argument_group("output")
     _add(
@@ -167,8 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="consume a queue until SIGTERM / SIGINT")
     _add(run, "handler", nargs="?", metavar="MODULE:HANDLER", help="handler, e.g. tasks:handle")
     _add(run, "--queue", metavar="URL", help="queue URL, e.g. sqlite:///jobs.db?queue=emails")
-    _add(run, "--workers", convert=_positive_int, metavar="N", help="workers polling the queue")
-    _add(run, "--handlers", convert=_positive_int, metavar="N", help="handlers running at once")
+    _add(
+        run,
+        "--workers",
+        convert=_workers,
+        metavar="N",
+        help=f"workers polling the queue (1 to {MAX_WORKERS})",
+    )
+    _add(
+        run,
+        "--handlers",
+        convert=_handlers,
+        metavar="N",
+        help=f"handlers running at once (1 to {MAX_HANDLERS})",
+    )
     _add(run, "--bulk-size", convert=_positive_int, metavar="N", help="messages per handler call")
     _add(run, "--polling-time", convert=_seconds, metavar="S", help="sleep between gets")
     _add(run, "--processes", action="store_true", help="run handlers in processes, not threads")
@@ -181,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(
         run,
         "--handler-timeout",
-        convert=_seconds,
+        convert=_positive_seconds,
         metavar="S",
         help="a handler running longer is stuck",
     )
@@ -199,12 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="longest wait for running handlers on stop",
     )
+    _add(
+        run,
+        "--settle-delay",
+        convert=_seconds,
+        metavar="S",
+        help="longest a handled message waits for its batched settle call (0: none)",
+    )
+    _add(
+        run,
+        "--start-method",
+        convert=_choice("forkserver", "spawn", "fork"),
+        metavar="NAME",
+        help="how --processes starts handler processes (default forkserver, else spawn)",
+    )
     _common(run)
 
     send = commands.add_parser("send", help="put messages on a queue")
     _add(send, "queue", nargs="?", metavar="URL", help="queue URL")
     send.add_argument("body", nargs="?", metavar="BODY", help="message body; '-' reads stdin lines")
     send.add_argument("--file", metavar="FILE", help="JSON lines file, one message a line")
+    send.add_argument(
+        "--group-id",
+        metavar="GROUP",
+        help="message group of every message (SQS FIFO queues; an error on other queues)",
+    )
     _common(send)
 
     stats = commands.add_parser("stats", help="show what the queue holds")
@@ -217,12 +320,32 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--id", action="append", dest="ids", metavar="ID", help="only this one")
     _common(redrive)
 
+    dead = commands.add_parser(
+        "dead-letters", help="list dead letters: id, attempts, last error (for redrive --id)"
+    )
+    _add(dead, "queue", nargs="?", metavar="URL", help="queue URL")
+    dead.add_argument(
+        "--limit",
+        type=_int_between(1, 100_000),
+        default=100,
+        metavar="N",
+        help="the oldest N (default: 100)",
+    )
+    dead.add_argument("--json", action="store_true", help="print one JSON list")
+    _common(dead)
+
     demo = commands.add_parser("demo", help="consume a local demo queue (takes seconds)")
-    _add(demo, "--queue", metavar="URL", help="queue URL (default: SQLite in a temp dir)")
+    # Never from QUEUE_CONSUMER_QUEUE: in a worker's environment that is the real queue.
+    demo.add_argument(
+        "--queue",
+        metavar="URL",
+        help="an EMPTY queue to use (default: SQLite in a temp dir); never read from "
+        f"{ENV_PREFIX}QUEUE; a queue that holds messages is refused",
+    )
     _add(demo, "--messages", convert=_positive_int, default=2000, metavar="N", help="messages")
     _add(demo, "--fail-rate", convert=_rate, default=0.1, metavar="R", help="share failing once")
-    _add(demo, "--workers", convert=_positive_int, default=2, metavar="N", help="workers")
-    _add(demo, "--handlers", convert=_positive_int, default=4, metavar="N", help="handlers")
+    _add(demo, "--workers", convert=_workers, default=2, metavar="N", help="workers")
+    _add(demo, "--handlers", convert=_handlers, default=4, metavar="N", help="handlers")
     _add(demo, "--bulk-size", convert=_positive_int, default=10, metavar="N", help="bulk size")
     _add(demo, "--processes", action="store_true", help="run handlers in processes")
     _add(demo, "--work-time", convert=_seconds, default=0.002, metavar="S", help="per message")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         SupportsDeadLetter,
         SupportsDeadLetters,
         SupportsExtend,
+        SupportsInterrupt,
         SupportsRejectWithError,
         SupportsRelease,
         SupportsStats,
@@ -73,6 +75,8 @@ _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 # How often get() looks again while it waits (wait_time > 0) on an empty queue.
 _POLL_INTERVAL = 0.05
+#: The longest ``wait_time``, as SQS bounds its long poll: shutdown waits at most this long.
+MAX_WAIT_TIME = 20.0
 
 
 def _now() -> float:
@@ -98,16 +102,21 @@ class SQLiteQueue:
     - ``retry_delay`` / ``max_retry_delay``: a rejected message waits
       ``retry_delay * 2 ** (attempts - 1)``, at most ``max_retry_delay``.
     - ``wait_time``: how long ``get()`` waits for a message on an empty queue (0: return
-      at once). Use it (1 second, say) so an idle consumer does not spin.
+      at once; at most 20, as SQS's long poll). Use it (1 second, say) so an idle consumer
+      does not spin. ``interrupt()`` ends every wait at once (shutdown).
     - ``busy_timeout``: how long to wait for another writer's lock before giving up
       with ``SQLiteQueueError``.
     - ``synchronous``: SQLite's fsync policy. ``"NORMAL"`` (the default, about four times
       faster) survives any process crash but may lose the last transactions to a power
       loss or OS crash; ``"FULL"`` survives those too.
-    - ``heartbeat``: extend the lease of every message ``get()`` returned until it is
-      settled (a background thread), so a handler may run longer than
-      ``visibility_timeout``; a dead process stops extending, so its messages still come
-      back after one ``visibility_timeout``.
+    - ``heartbeat`` (on by default): extend the lease of every message ``get()`` returned
+      until it is settled (a background thread), so a handler may run longer than
+      ``visibility_timeout`` and a fetched message still waiting for a free handler slot
+      is not delivered twice; a dead process stops extending, so its messages still come
+      back after one ``visibility_timeout``. A fast handler costs nothing: only leases held
+      for half the visibility timeout are extended.
+    - ``create``: create the file and tables if missing (the default); ``False`` opens an
+      existing queue file only, so a mistyped path is an error, not an empty new queue.
     """
 
     def __init__(
@@ -123,9 +132,16 @@ class SQLiteQueue:
         wait_time: float = 0.0,
         busy_timeout: float = 10.0,
         synchronous: str = "NORMAL",
-        heartbeat: bool = False,
+        heartbeat: bool = True,
+        create: bool = True,
     ) -> None:
         self._path = check_path(path)
+        create = checks.flag("create", create)
+        if not create and not os.path.isfile(self._path):
+            raise ConfigurationError(
+                f"no SQLite queue file at {self._path!r}: is the path mistyped? (create=False "
+                "opens an existing queue only)"
+            )
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"queue must be a non-empty name, not {queue!r}")
         self._queue = queue
@@ -140,7 +156,8 @@ class SQLiteQueue:
             raise ConfigurationError(
                 f"max_retry_delay ({max_retry_delay!r}) must be >= retry_delay ({retry_delay!r})"
             )
-        self.wait_time = checks.seconds("wait_time", wait_time)
+        self.wait_time = checks.seconds("wait_time", wait_time, maximum=MAX_WAIT_TIME)
+        self._interrupted = threading.Event()
         self.busy_timeout = checks.seconds("busy_timeout", busy_timeout)
         self.synchronous = check_synchronous(synchronous)
         self.heartbeat = checks.flag("heartbeat", heartbeat)
@@ -162,6 +179,11 @@ class SQLiteQueue:
         )
         try:
             with self._connections.connection("open") as conn:
+                if not create and not tables.has_schema(conn):
+                    raise ConfigurationError(
+                        f"{self._path!r} holds no queue_consumer queue (create=False opens "
+                        "an existing queue file only)"
+                    )
                 use_wal(conn, self.busy_timeout)
                 tables.create_schema(conn, self._path)
         except BaseException:
@@ -184,9 +206,13 @@ class SQLiteQueue:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.wait_time
-            if now >= deadline:
+            if now >= deadline or self._interrupted.wait(min(_POLL_INTERVAL, deadline - now)):
                 return messages
-            time.sleep(min(_POLL_INTERVAL, deadline - now))
+
+    def interrupt(self) -> None:
+        """End every ``get()`` waiting on an empty queue at once, and every later wait: the
+        consumer calls it once at shutdown, so stopping never waits for ``wait_time``."""
+        self._interrupted.set()
 
     def cleanup(self, messages: Iterable[SQLiteMessage]) -> int:
         """Delete messages whose handler succeeded. Returns how many were still leased."""
@@ -404,7 +430,7 @@ def from_url(url: str) -> SQLiteQueue:
     one: ``sqlite:////var/lib/jobs.db``. Query parameters are ``SQLiteQueue`` keyword
     arguments: ``queue``, ``visibility_timeout``, ``max_messages``, ``max_attempts``,
     ``retry_delay``, ``max_retry_delay``, ``wait_time``, ``busy_timeout``, ``synchronous``,
-    ``heartbeat`` (``1`` / ``0``, ``true`` / ``false``).
+    ``heartbeat`` and ``create`` (``1`` / ``0``, ``true`` / ``false``, ``on`` / ``off``).
     """
     path, kwargs = parse_url(url)
     return SQLiteQueue(path, **kwargs)
@@ -423,6 +449,7 @@ if TYPE_CHECKING:  # mypy proves the capabilities SQLiteQueue claims (the consum
         _dead: SupportsDeadLetter[SQLiteMessage] = queue
         _release: SupportsRelease[SQLiteMessage] = queue
         _extend: SupportsExtend[SQLiteMessage] = queue
+        _interrupt: SupportsInterrupt = queue
         _close: SupportsClose = queue
         _stats: SupportsStats = queue
         _dead_letters: SupportsDeadLetters = queue

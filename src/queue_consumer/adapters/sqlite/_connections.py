@@ -107,6 +107,12 @@ class Connections:
         if action == "open" and not isinstance(exc, sqlite3.OperationalError):
             # "file is not a database", "database disk image is malformed"
             return ConfigurationError(f"{self.path!r} is not a usable SQLite database: {exc}")
+        if _is_read_only(exc) or (action == "open" and _cannot_open(exc)):
+            # A file (or directory) we may not write: restarting will not help.
+            return ConfigurationError(
+                f"SQLite file {self.path!r} is not writable ({exc}): the queue needs to write "
+                "the file and its directory (for the -wal and -shm files)"
+            )
         return SQLiteQueueError(f"{action} on SQLite file {self.path!r} failed: {exc}")
 
 
@@ -141,6 +147,18 @@ def use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+def _is_read_only(exc: sqlite3.Error) -> bool:
+    return "readonly" in str(exc) or getattr(exc, "sqlite_errorname", "").startswith(
+        "SQLITE_READONLY"
+    )
+
+
+def _cannot_open(exc: sqlite3.Error) -> bool:
+    return "unable to open" in str(exc) or getattr(exc, "sqlite_errorname", "").startswith(
+        "SQLITE_CANTOPEN"
+    )
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

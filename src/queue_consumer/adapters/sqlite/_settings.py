@@ -64,4 +64,5 @@ _URL_OPTIONS: OptionTable = {
     "busy_timeout": ("busy_timeout", checks.seconds),
     "synchronous": ("synchronous", lambda name, text: check_synchronous(text)),
     "heartbeat": ("heartbeat", checks.flag),
+    "create": ("create", checks.flag),
 }

@@ -63,6 +63,14 @@ _BURY = (
 )
 
 
+def has_schema(conn: sqlite3.Connection) -> bool:
+    """Whether the file holds the queue's tables (a queue was ever opened on it)."""
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queue_consumer_schema'"
+    ).fetchone()
+    return row is not None
+
+
 def create_schema(conn: sqlite3.Connection, path: str) -> None:
     """Create the tables if missing; refuse a file a newer version wrote."""
     with transaction(conn):

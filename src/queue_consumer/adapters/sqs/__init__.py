@@ -33,14 +33,17 @@ from ...errors import ConfigurationError, ConsumerStateError
 from .._lease import LeaseKeeper
 from ._batch import BatchOutcome, run_batches
 from ._message import (
+    BODY_KIND,
     MAX_VISIBILITY_TIMEOUT,
     ExponentialBackoff,
     FixedDelay,
     RejectPolicy,
     SQSMessage,
+    encode_body,
     extension_seconds,
     message_from_response,
     reject_policy_from,
+    wire_body,
 )
 from ._support import (
     SQSBatchError,
@@ -58,6 +61,7 @@ from ._url import parse_url
 try:
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
 except ModuleNotFoundError as exc:  # pragma: no cover - the [sqs] extra is installed in dev
     raise ModuleNotFoundError(
         "the SQS adapter needs boto3: pip install queue-consumer[sqs]", name=exc.name
@@ -75,6 +79,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("queue_consumer.adapters.sqs")
+
+_NO_CREDENTIALS = (
+    "no AWS credentials for SQS: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile "
+    "(AWS_PROFILE, ~/.aws), or run with an instance or pod role"
+)
 
 
 class SQSQueue:
@@ -130,6 +139,8 @@ class SQSQueue:
         self.settle_attempts = settle_attempts
         self.attribute_names = with_needed(attribute_names)
         self.message_attribute_names = list(message_attribute_names)
+        if not {"All", ".*", BODY_KIND} & set(self.message_attribute_names):
+            self.message_attribute_names.append(BODY_KIND)  # to read bodies back as put
         if client is None:
             retries: Any = {"mode": retry_mode, "max_attempts": request_attempts}
             config = Config(
@@ -140,22 +151,33 @@ class SQSQueue:
                 max_pool_connections=max_pool_connections,
             )
             session = session or boto3.session.Session()
-            client = session.client(
-                "sqs", region_name=region_name, endpoint_url=endpoint_url, config=config
-            )
+            try:
+                client = session.client(
+                    "sqs", region_name=region_name, endpoint_url=endpoint_url, config=config
+                )
+            except NoRegionError:
+                raise ConfigurationError(
+                    "no AWS region for SQS: set AWS_REGION (or AWS_DEFAULT_REGION, a profile's "
+                    "region), region= in the URL, or region_name="
+                ) from None
+            if session.get_credentials() is None:
+                raise ConfigurationError(_NO_CREDENTIALS)
         self.client = client
-        self.queue_url = queue_url or self._url_of(queue_name or "")
-        self.queue_name = self.queue_url.rstrip("/").rsplit("/", 1)[-1]
-        self.fifo = self.queue_name.endswith(".fifo")
-        self.dead_letter_queue_url = (
-            None if dead_letter_queue is None else self._url_of(dead_letter_queue)
-        )
-        self.visibility_timeout = visibility_timeout
-        if visibility_timeout is None and heartbeat:
-            attributes = self.client.get_queue_attributes(
-                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
-            )["Attributes"]
-            visibility_timeout = int(attributes["VisibilityTimeout"])
+        try:
+            self.queue_url = queue_url or self._url_of(queue_name or "")
+            self.queue_name = self.queue_url.rstrip("/").rsplit("/", 1)[-1]
+            self.fifo = self.queue_name.endswith(".fifo")
+            self.dead_letter_queue_url = (
+                None if dead_letter_queue is None else self._url_of(dead_letter_queue)
+            )
+            self.visibility_timeout = visibility_timeout
+            if visibility_timeout is None and heartbeat:
+                attributes = self.client.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
+                )["Attributes"]
+                visibility_timeout = int(attributes["VisibilityTimeout"])
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise ConfigurationError(f"{_NO_CREDENTIALS} ({exc})") from exc
         self._counts = dict.fromkeys(SQSStatistics.__slots__, 0)
         self._counts_lock = threading.Lock()
         self._closed = False
@@ -256,27 +278,43 @@ class SQSQueue:
 
     # -- for people and the CLI -------------------------------------------------------
 
-    def put(self, body: str, *, group_id: str | None = None, **attributes: Any) -> str:
-        """Send one message; keyword arguments become message attributes. Returns its id."""
+    def put(self, body: Any, *, group_id: str | None = None, **attributes: Any) -> str:
+        """Send one message; keyword arguments become message attributes. Returns its id.
+
+        Bodies are those of every queue here: a ``str`` is sent as it is; ``bytes`` (as
+        base64) and JSON values (as JSON text) carry a ``queue_consumer.body`` attribute
+        and come back from ``get()`` as the same type. Anything else is a ``TypeError``.
+        """
         return self.put_many([body], group_id=group_id, attributes=attributes)[0]
 
     def put_many(
         self,
-        bodies: Iterable[str],
+        bodies: Iterable[Any],
         *,
         group_id: str | None = None,
         attributes: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order."""
+        """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order.
+
+        ``group_id`` is a FIFO queue's message group (``default`` if not given); a standard
+        queue has no groups, so one given there is a ``ConfigurationError``.
+        """
+        if group_id is not None and not self.fifo:
+            raise ConfigurationError(
+                f"group_id is for FIFO queues (names ending in .fifo); {self.queue_name} is "
+                "a standard queue, without message groups"
+            )
         shared = message_attributes(attributes or {})
         group = (group_id or "default") if self.fifo else None
-        items = list(enumerate(bodies))
-        outcome = self._run(
-            "send_message_batch",
-            self.queue_url,
-            items,
-            lambda item: send_entry(item[1], shared, group, uuid.uuid4().hex if group else None),
-        )
+        # Encoded first: a body of the wrong type fails before anything is sent.
+        items = list(enumerate(encode_body(body) for body in bodies))
+
+        def entry(item: tuple[int, tuple[str, str | None]]) -> dict[str, Any]:
+            text, kind = item[1]
+            tagged = shared if kind is None else {**shared, **message_attributes({BODY_KIND: kind})}
+            return send_entry(text, tagged, group, uuid.uuid4().hex if group else None)
+
+        outcome = self._run("send_message_batch", self.queue_url, items, entry)
         self._verdict("send", outcome, strict=True)
         ids = {index: answer["MessageId"] for (index, _), answer in outcome.succeeded}
         return [ids[index] for index, _ in items]
@@ -387,7 +425,7 @@ class SQSQueue:
             self.dead_letter_queue_url,
             messages,
             lambda m: send_entry(
-                m.body,
+                wire_body(m),
                 resendable(m.message_attributes),
                 # The message id deduplicates: a retried move cannot make two dead letters.
                 (m.group_id or "dead-letters") if fifo else None,

@@ -6,6 +6,8 @@ policies are pure functions of a message's receive count.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -13,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigurationError
+from .. import _bodies
 
 __all__ = [
+    "BODY_KIND",
     "MAX_VISIBILITY_TIMEOUT",
     "ExponentialBackoff",
     "FixedDelay",
@@ -23,6 +27,11 @@ __all__ = [
     "message_from_response",
     "reject_policy_from",
 ]
+
+#: The message attribute that says how to read a body that was not put as ``str``: ``b``
+#: (bytes, sent as base64) or ``j`` (a JSON value). A ``str`` body is sent as it is, with no
+#: attribute, so other producers and consumers of the queue see plain text.
+BODY_KIND = "queue_consumer.body"
 
 #: SQS refuses a visibility timeout beyond 12 hours from the receive.
 MAX_VISIBILITY_TIMEOUT = 43_200
@@ -54,7 +63,7 @@ class SQSMessage:
 
     message_id: str
     receipt_handle: str
-    body: str
+    body: Any  #: as it was put: str, bytes or a JSON value
     attributes: dict[str, str] = field(default_factory=dict, compare=False)
     message_attributes: dict[str, Any] = field(default_factory=dict, compare=False)
     receive_count: int = field(default=1, compare=False)
@@ -84,13 +93,44 @@ class SQSMessage:
         return entry.get("BinaryValue")
 
 
+def encode_body(body: Any) -> tuple[str, str | None]:
+    """``(MessageBody, kind)``: a str as it is (no kind), bytes as base64, JSON as text."""
+    kind, data = _bodies.encode(body)
+    if kind == _bodies.STR:
+        return str(data), None
+    if kind == _bodies.BYTES:
+        return base64.b64encode(_bodies.to_bytes(data)).decode("ascii"), kind
+    return str(data), kind
+
+
+def decode_body(text: str, kind: str | None) -> Any:
+    """The body ``encode_body`` was given; a body of an unknown kind stays text."""
+    try:
+        if kind == _bodies.BYTES:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        if kind == _bodies.JSON:
+            return _bodies.decode(kind, text)
+    except (ValueError, binascii.Error):  # not what the tag says: someone else's message
+        return text
+    return text
+
+
+def wire_body(message: SQSMessage) -> str:
+    """The MessageBody to send this message again (to a dead-letter queue)."""
+    if message.attribute(BODY_KIND) is None:
+        return str(message.body)
+    return encode_body(message.body)[0]
+
+
 def message_from_response(raw: Mapping[str, Any]) -> SQSMessage:
     """Build an ``SQSMessage`` from one entry of a ReceiveMessage response."""
     attributes = dict(raw.get("Attributes") or {})
+    message_attributes = raw.get("MessageAttributes") or {}
+    kind = (message_attributes.get(BODY_KIND) or {}).get("StringValue")
     return SQSMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
-        body=raw.get("Body", ""),
+        body=decode_body(raw.get("Body", ""), kind),
         attributes=attributes,
         message_attributes=dict(raw.get("MessageAttributes") or {}),
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
