@@ -27,6 +27,9 @@ WORKLOADS = {
     "W6": "w6_memory",
     "W7": "w7_sqlite",
     "REDIS": "w_redis",
+    "OBS": "w_observability",
+    "RABBIT": "w_rabbitmq",
+    "PG": "w_postgres",
 }
 
 

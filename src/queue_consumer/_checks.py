@@ -24,9 +24,13 @@ from typing import TypeVar
 
 from .errors import ConfigurationError
 
-__all__ = ["choice", "count", "flag", "fraction", "function", "optional", "seconds"]
+__all__ = ["choice", "count", "flag", "fraction", "function", "optional", "seconds", "share"]
 
 T = TypeVar("T")
+
+#: Upper bounds that catch a typo (``--workers 99999`` would start 99,999 threads).
+MAX_WORKERS = 1024
+MAX_HANDLERS = 4096
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -70,6 +74,14 @@ def fraction(name: str, value: object) -> float:
     number = _number(value)
     if number is None or not 0 < number < 1:
         raise _bad(name, "a number between 0 and 1 (exclusive)", value)
+    return number
+
+
+def share(name: str, value: object) -> float:
+    """A number from 0 to 1 (a rate, a share)."""
+    number = _number(value)
+    if number is None or not 0 <= number <= 1:
+        raise _bad(name, "a number from 0 to 1", value)
     return number
 
 

@@ -20,9 +20,7 @@ from . import _checks as checks
 from ._hooks import ConsumerHooks, check_hooks
 from .errors import ConfigurationError
 
-#: Upper bounds that catch a typo (``--workers 99999`` would start 99,999 threads).
-MAX_WORKERS = 1024
-MAX_HANDLERS = 4096
+MAX_WORKERS, MAX_HANDLERS = checks.MAX_WORKERS, checks.MAX_HANDLERS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _checks as checks
 from ._config import Config
@@ -31,6 +31,9 @@ from ._settle import Settler
 from ._statistics import Counters, Statistics
 from ._worker import Conveyor, Worker, plan_jobs
 from .errors import ConfigurationError, ConsumerStateError, StuckHandlersError
+
+if TYPE_CHECKING:
+    from .observability.health import Health
 
 log = logging.getLogger("queue_consumer.consumer")
 
@@ -219,6 +222,12 @@ class Consumer:
             jobs_parked=0 if pool is None else pool.parked(),
             in_get_for=max((now - since for since in in_get), default=0.0),
         )
+
+    def health(self) -> Health:
+        """Live, ready, stalled, and why: see ``queue_consumer.observability.health``."""
+        from .observability.health import check
+
+        return check(self, self._config.hooks)
 
     def supervise(self, blocking: bool = False, polling_time: float = 1) -> None:
         """Revive dead workers and watch for stuck handlers, every ``polling_time`` seconds.

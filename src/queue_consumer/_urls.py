@@ -27,7 +27,11 @@ QueueFactory = Callable[[str], Any]
 ENTRY_POINT_GROUP = "queue_consumer.queues"
 
 _BUILTIN: dict[str, str] = {
+    "amqp": "queue_consumer.adapters.rabbitmq:from_url",
+    "amqps": "queue_consumer.adapters.rabbitmq:from_url",
     "memory": "queue_consumer.adapters.memory:from_url",
+    "postgres": "queue_consumer.adapters.postgres:from_url",
+    "postgresql": "queue_consumer.adapters.postgres:from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
     # An SQS queue URL is a plain https URL (an emulator's, http): the SQS adapter claims it,

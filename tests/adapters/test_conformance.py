@@ -74,3 +74,38 @@ def test_redis_stream_queue_conformance() -> None:
     finally:
         queue.close()
         delete_stream(LOCAL, stream)
+
+
+def test_rabbitmq_queue_conformance() -> None:
+    # AMQP has no lease: LeaseLike stands in for its expiry (tests/adapters/rabbitmq_server).
+    if __package__:
+        from .rabbitmq_server import LeaseLike, RabbitMQQueue, server_url, unique
+    else:
+        from rabbitmq_server import LeaseLike, RabbitMQQueue, server_url, unique
+
+    queue = RabbitMQQueue(server_url(), unique(), retry_delay=0.05, wait_time=0.2, max_attempts=20)
+    try:
+        lease_like = LeaseLike(queue)
+        # A classic queue's redelivered flag counts a release as one more delivery.
+        check_queue_contract(lease_like, lease_like.put, release_counts=True)
+    finally:
+        queue.delete()
+        queue.close()
+
+
+def test_postgres_queue_conformance() -> None:
+    if __package__:
+        from .postgres_helpers import HOST, PORT, SERVER, Database, require_server
+    else:
+        from postgres_helpers import HOST, PORT, SERVER, Database, require_server
+
+    require_server("PostgreSQL", HOST, PORT)
+    database = Database(SERVER)  # a schema of its own, dropped at the end
+    try:
+        # No heartbeat, for the same reason as SQS: two messages are left alone to expire.
+        queue = database.queue(
+            visibility_timeout=1.0, retry_delay=0.0, heartbeat=False, wait_time=0.2
+        )
+        check_queue_contract(queue, queue.put_many)
+    finally:
+        database.drop()

@@ -29,8 +29,11 @@ def _one_line(stderr: str) -> str:
         (["run", "tasks", "--queue", "memory://q"], "must look like MODULE:NAME"),
         (["run", "tasks:handle"], "--queue URL is required"),
         (["run", "--queue", "memory://q"], "MODULE:HANDLER is required"),
-        (["run", "tasks:handle", "--queue", "memory://q", "--workers", "0"], "must be >= 1"),
-        (["run", "tasks:handle", "--queue", "memory://q", "--workers", "x"], "expected an int"),
+        (
+            ["run", "tasks:handle", "--queue", "memory://q", "--workers", "0"],
+            "must be an integer from 1 to 1024",
+        ),
+        (["run", "tasks:handle", "--queue", "memory://q", "--workers", "x"], "must be an integer"),
         (["run", "tasks:handle", "--queue", "memory://q", "--handler-timeout", "-1"], "> 0"),
         (["run", "tasks:handle", "--queue", "memory://q", "--bogus"], "unrecognized argument"),
         (
@@ -43,8 +46,8 @@ def _one_line(stderr: str) -> str:
         (["send", "sqlite:///j.db", "--file", "missing.jsonl"], "cannot read --file missing.jsonl"),
         (["explode"], "invalid choice: 'explode'"),
         (["redrive", "sqlite:///jobs.db?create=1", "--id", "abc"], "--id: message ids are ints"),
-        (["demo", "--fail-rate", "2"], "must be in [0, 1]"),
-        (["stats", "memory://q", "--log-level", "loud"], "expected one of debug"),
+        (["demo", "--fail-rate", "2"], "must be a number from 0 to 1"),
+        (["stats", "memory://q", "--log-level", "loud"], "must be one of debug"),
     ],
 )
 def test_usage_and_configuration_errors_exit_2(cli: CLI, args: list[str], expected: str) -> None:
@@ -63,11 +66,11 @@ def test_a_bad_environment_value_names_the_variable(cli: CLI) -> None:
     result = cli.run("run", "tasks:handle", "--queue", "memory://q", QUEUE_CONSUMER_WORKERS="lots")
     assert result.returncode == USAGE
     line = _one_line(result.stderr)
-    assert "environment variable QUEUE_CONSUMER_WORKERS: expected an integer" in line
+    assert "environment variable QUEUE_CONSUMER_WORKERS: must be an integer" in line
 
     result = cli.run("stats", "memory://q", QUEUE_CONSUMER_TRACEBACK="maybe")
     assert result.returncode == USAGE
-    assert "QUEUE_CONSUMER_TRACEBACK: expected true/false" in _one_line(result.stderr)
+    assert "QUEUE_CONSUMER_TRACEBACK: must be true or false" in _one_line(result.stderr)
 
 
 def test_a_missing_optional_dependency_names_the_extra(cli: CLI, tmp_path: Path) -> None:

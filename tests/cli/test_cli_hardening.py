@@ -127,8 +127,8 @@ def test_send_to_a_memory_queue_is_refused(cli: CLI) -> None:
 @pytest.mark.parametrize(
     ("option", "expected"),
     [
-        (["--workers", "99999"], "--workers: must be from 1 to 1024, got 99999"),
-        (["--handlers", "99999"], "--handlers: must be from 1 to 4096, got 99999"),
+        (["--workers", "99999"], "--workers: must be an integer from 1 to 1024, not '99999'"),
+        (["--handlers", "99999"], "--handlers: must be an integer from 1 to 4096, not '99999'"),
         (["--handler-timeout", "0"], "--handler-timeout: must be a number of seconds > 0"),
     ],
 )

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._urls import open_queue
 from ..errors import ConfigurationError
-from ._options import ENV_PREFIX, EXIT_OK, PROG, RUN_SETTINGS, UsageError
+from ._observing import observing
+from ._options import ENV_PREFIX, EXIT_ERROR, EXIT_OK, PROG, RUN_SETTINGS, UsageError
 
 SEND_CHUNK = 500  # messages per put_many call: bounded memory for huge input files
 
@@ -146,8 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         options["pool_initializer"] = load_object(args.initializer, "initializer")
     if args.processes:
         options["with_thread_executor"] = False
-    with _opened(url) as queue:
-        consumer = Consumer(queue, handler, **options)
+    with _opened(url) as queue, observing(args, queue) as observability:
+        consumer = Consumer(queue, handler, hooks=observability.hooks, **options)
+        observability.start(consumer)
         log.info(
             "consuming %s with %s (%s); SIGTERM or Ctrl-C stops gracefully",
             _redact(url),
@@ -364,6 +366,16 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    from ..observability.health import check_file
+
+    if not args.health_file:
+        raise UsageError(f"--file PATH is required (or {ENV_PREFIX}HEALTH_FILE)")
+    ok, reason = check_file(args.health_file, args.max_age)
+    print(reason, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_ERROR
+
+
 def _first_line(text: object) -> str:
     """The first line of an error; of a traceback, its exception's (``ValueError: ...``)."""
     lines = [line for line in str(text or "").splitlines() if line.strip()]
@@ -426,4 +438,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "redrive": cmd_redrive,
     "dead-letters": cmd_dead_letters,
     "demo": cmd_demo,
+    "health": cmd_health,
 }

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 __all__ = ["TEXT_FORMAT", "JSONFormatter"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+#: Record attributes written out when set (observability.logs.LogContext sets them).
+CONTEXT_FIELDS = ("queue", "message_ids", "trace_id", "span_id")
 
 
 class JSONFormatter(logging.Formatter):
@@ -29,6 +31,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in CONTEXT_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -8,6 +8,9 @@ import difflib
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from .. import _checks as checks
+from ..errors import ConfigurationError
+
 PROG = "queue-consumer"
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -41,76 +44,36 @@ class UsageError(Exception):
 # --- option values -------------------------------------------------------------------------
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
+def _checked(check: Callable[..., Any], **bounds: Any) -> Callable[[str], Any]:
+    """An option converter from one of the shared checks: the wording is theirs."""
+
+    def convert(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return convert
-
-
-def _float_where(ok: Callable[[float], bool], expected: str, bound: str) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):  # NaN fails every comparison, so it is rejected too
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
+            return check("value", text, **bounds)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value ")) from None
 
     return convert
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
-    def convert(text: str) -> str:
-        value = text.lower()
-        if value not in choices:
-            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
-        return value
-
-    return convert
+    return _checked(checks.choice, choices=choices)
 
 
 def flag(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    """True or False; an empty environment variable is False."""
+    return bool(text.strip()) and _checked(checks.flag)(text)
 
 
-def _int_between(minimum: int, maximum: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        value = _int_at_least(minimum)(text)
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
-        return value
-
-    return convert
-
-
-#: The most worker / handler threads the command starts: far above any useful value, and
-#: low enough that the process does not abort creating threads (``--workers 99999``).
-MAX_WORKERS = 1024
-MAX_HANDLERS = 4096
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-_workers = _int_between(1, MAX_WORKERS)
-_handlers = _int_between(1, MAX_HANDLERS)
-_seconds = _float_where(lambda value: value >= 0, "seconds", ">= 0 seconds")
+MAX_WORKERS, MAX_HANDLERS = checks.MAX_WORKERS, checks.MAX_HANDLERS
+_positive_int = _checked(checks.count)
+_non_negative_int = _checked(checks.count, minimum=0)
+_workers = _checked(checks.count, maximum=MAX_WORKERS)
+_handlers = _checked(checks.count, maximum=MAX_HANDLERS)
+_seconds = _checked(checks.seconds)
 # Consumer(handler_timeout=0) is refused too: the one bound, worded the same everywhere.
-_positive_seconds = _float_where(
-    lambda value: value > 0 and value != float("inf"), "seconds", "a number of seconds > 0"
-)
-_rate = _float_where(lambda value: 0 <= value <= 1, "a number in [0, 1]", "in [0, 1]")
+_positive_seconds = _checked(checks.seconds, positive=True)
+_rate = _checked(checks.share)
 
 
 # --- the parser ------------------------------------------------------------------------------
@@ -226,6 +189,30 @@ def _common(parser: argparse.ArgumentParser, log_level: str = "info") -> None:
     _add(group, "--traceback", action="store_true", help="print tracebacks of errors")
 
 
+def _observability(run: argparse.ArgumentParser) -> None:
+    """Metrics, probes, statsd and tracing of `run` (queue_consumer.observability)."""
+    group = run.add_argument_group("observability")
+    port = _checked(checks.count, minimum=0, maximum=65535)
+    _add(
+        group, "--metrics-port", convert=port, metavar="PORT", help="serve /metrics /livez /readyz"
+    )
+    _add(group, "--metrics-host", default="127.0.0.1", metavar="HOST", help="address to serve on")
+    _add(group, "--health-file", metavar="PATH", help="touched every supervise tick while live")
+    _add(group, "--stall-after", convert=_seconds, default=60.0, metavar="S", help="stall window")
+    _add(group, "--stall-is-fatal", action="store_true", help="a stall makes /livez fail")
+    _add(group, "--statsd", metavar="HOST:PORT", help="send statsd metrics (UDP)")
+    _add(group, "--statsd-prefix", default="queue_consumer", metavar="P", help="statsd names")
+    _add(
+        group,
+        "--statsd-tags",
+        convert=_choice("dogstatsd", "influx", "none"),
+        default="dogstatsd",
+        metavar="FORM",
+        help="dogstatsd, influx or none",
+    )
+    _add(group, "--otel", action="store_true", help="trace chunks with OpenTelemetry")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -297,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="how --processes starts handler processes (default forkserver, else spawn)",
     )
+    _observability(run)
     _common(run)
+
+    health = commands.add_parser("health", help="exit 0 if a consumer's health file is fresh")
+    _add(health, "--file", dest="health_file", metavar="PATH", help="the run's --health-file")
+    _add(health, "--max-age", convert=_seconds, default=60.0, metavar="S", help="older: exit 1")
+    _common(health, log_level="warning")
 
     send = commands.add_parser("send", help="put messages on a queue")
     _add(send, "queue", nargs="?", metavar="URL", help="queue URL")
@@ -326,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(dead, "queue", nargs="?", metavar="URL", help="queue URL")
     dead.add_argument(
         "--limit",
-        type=_int_between(1, 100_000),
+        type=_checked(checks.count, maximum=100_000),
         default=100,
         metavar="N",
         help="the oldest N (default: 100)",

@@ -30,6 +30,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigurationError, ConsumerStateError
+from ...observability.propagation import inject_trace_context
 from .._lease import LeaseKeeper
 from ._batch import BatchOutcome, run_batches
 from ._message import (
@@ -297,14 +298,15 @@ class SQSQueue:
         """Send messages (SendMessageBatch, 10 per call). Returns their ids, in order.
 
         ``group_id`` is a FIFO queue's message group (``default`` if not given); a standard
-        queue has no groups, so one given there is a ``ConfigurationError``.
+        queue has no groups, so one given there is a ``ConfigurationError``. With
+        OpenTelemetry in use, the current trace context goes along (``traceparent``).
         """
         if group_id is not None and not self.fifo:
             raise ConfigurationError(
                 f"group_id is for FIFO queues (names ending in .fifo); {self.queue_name} is "
                 "a standard queue, without message groups"
             )
-        shared = message_attributes(attributes or {})
+        shared = message_attributes(inject_trace_context(attributes, limit=10) or {})
         group = (group_id or "default") if self.fifo else None
         # Encoded first: a body of the wrong type fails before anything is sent.
         items = list(enumerate(encode_body(body) for body in bodies))
