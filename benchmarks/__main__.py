@@ -30,6 +30,7 @@ WORKLOADS = {
     "OBS": "w_observability",
     "RABBIT": "w_rabbitmq",
     "PG": "w_postgres",
+    "NATS": "w_nats",
 }
 
 

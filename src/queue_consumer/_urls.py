@@ -33,6 +33,8 @@ _BUILTIN: dict[str, str] = {
     "postgres": "queue_consumer.adapters.postgres:from_url",
     "postgresql": "queue_consumer.adapters.postgres:from_url",
     "sqlite": "queue_consumer.adapters.sqlite:from_url",
+    "nats": "queue_consumer.adapters.nats:from_url",
+    "nats+tls": "queue_consumer.adapters.nats:from_url",
     "sqs": "queue_consumer.adapters.sqs:from_url",
     # An SQS queue URL is a plain https URL (an emulator's, http): the SQS adapter claims it,
     # or refuses it with a clear error. The registry itself knows no broker.

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from queue_consumer import MemoryQueue
 from queue_consumer.adapters.sqlite import SQLiteQueue
 from queue_consumer.testing import check_queue_contract
@@ -109,3 +111,31 @@ def test_postgres_queue_conformance() -> None:
         check_queue_contract(queue, queue.put_many)
     finally:
         database.drop()
+
+
+def test_nats_jetstream_queue_conformance() -> None:
+    pytest.importorskip("nats", reason="the [nats] extra (nats-py) is not installed")
+    if __package__:
+        from .nats_server import HOST, PORT, SHARED, delete_streams, require_server, unique
+    else:
+        from nats_server import HOST, PORT, SHARED, delete_streams, require_server, unique
+    from queue_consumer.adapters.nats import JetStreamQueue
+
+    require_server("NATS", HOST, PORT)
+    # A new stream; no heartbeat (as for SQS); short backoffs so rejected messages return.
+    queue = JetStreamQueue(
+        unique(),
+        servers=SHARED,
+        ack_wait=2,
+        wait_time=0.5,
+        heartbeat=False,
+        retry_delay=0.05,
+        max_retry_delay=0.2,
+        max_attempts=50,
+    )
+    try:
+        # JetStream counts a release as a delivery; late settles are fenced by the adapter.
+        check_queue_contract(queue, queue.put_many, timeout=30, release_counts=True)
+    finally:
+        queue.close()
+        delete_streams(SHARED, [queue.stream, f"{queue.stream}_DEAD"])
