@@ -68,8 +68,8 @@ class Settler:
         self._pending: dict[Key, list[Any]] = {}
         self._count = 0
         self._due: float | None = None
-        self._closed = False
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # guards the batches; a plain lock: add() is hot
+        self._stopped = threading.Event()
         self._timer: threading.Thread | None = None
 
     def saw_batch(self, size: int) -> None:
@@ -90,7 +90,7 @@ class Settler:
         if now or self._delay <= 0:
             self._send(key, messages)
             return
-        with self._cond:
+        with self._lock:
             batch = self._pending.setdefault(key, [])
             batch.extend(messages)
             self._count += len(messages)
@@ -100,7 +100,8 @@ class Settler:
                 self._count -= len(batch)
             elif self._due is None:
                 self._due = time.monotonic() + self._delay
-                self._start_timer()
+                if self._timer is None:
+                    self._start_timer()
         if full:
             self._send(key, batch)
         elif self._idle():
@@ -108,43 +109,34 @@ class Settler:
 
     def flush(self) -> None:
         """Send every pending batch now."""
-        with self._cond:
+        with self._lock:
             batches, self._pending, self._count, self._due = self._pending, {}, 0, None
         for key, batch in batches.items():
             self._send(key, batch)
 
     def close(self) -> None:
         """Flush what is pending and stop the timer (shutdown: before 'stopped')."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            timer = self._timer
+        self._stopped.set()
+        timer = self._timer
         if timer is not None:
             timer.join(5)
         self.flush()
 
     def _start_timer(self) -> None:
-        if self._timer is None and not self._closed:
+        """Started on first use (lock held): a consumer that settles at once needs none."""
+        if not self._stopped.is_set():
             self._timer = threading.Thread(
                 target=self._run_timer, name="queue_consumer-settler", daemon=True
             )
             self._timer.start()
-        else:
-            self._cond.notify()
 
     def _run_timer(self) -> None:
-        with self._cond:
-            while not self._closed:
-                due = self._due
-                left = None if due is None else due - time.monotonic()
-                if left is None or left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._cond.release()
-                try:
-                    self.flush()
-                finally:
-                    self._cond.acquire()
+        """Look every ``delay`` for a batch that is due: no wake-up per batch on the hot path,
+        and a message waits for its settle call two ``delay``s at most."""
+        while not self._stopped.wait(self._delay):
+            due = self._due
+            if due is not None and due <= time.monotonic():
+                self.flush()
 
     def _send(self, key: Key, messages: list[Any]) -> None:
         stage, error = key
