@@ -44,6 +44,13 @@ def plan(quick: bool) -> Plan:
             {**spec, "runner": "consumer", "workers": CPUS, "handlers": CPUS, "bulk": 1},
         ),
         Row(
+            "defaults10",
+            "Consumer, the seed's defaults but bulk 10",
+            f"max_workers=max_handlers=cpu_count() ({CPUS}), bulk 10",
+            n,
+            {**spec, "runner": "consumer", "workers": CPUS, "handlers": CPUS, "bulk": 10},
+        ),
+        Row(
             "bulk1",
             "Consumer",
             "max_workers=1, max_handlers=4, bulk 1",
@@ -62,8 +69,13 @@ def plan(quick: bool) -> Plan:
         "W7",
         "W7 SQLite file queue, no-op handler (get() leases up to 10)",
         rows,
-        references=["bulk10", "bare"],
-        targets=[Target("W7 SQLite bulk 1 vs bulk 10", "bulk1", "bulk10", 0.80)],
+        references=["defaults10", "bare"],
+        targets=[
+            Target(
+                "W7 SQLite bulk 1 vs bulk 10, the seed's defaults", "defaults", "defaults10", 0.80
+            ),
+            Target("W7 SQLite bulk 1 vs bulk 10, 1 worker 4 handlers", "bulk1", "bulk10", 0.80),
+        ],
         notes=[
             "`writes/msg` counts the queue's write transactions (one per get() and one per "
             "settle call) while the clock ran."

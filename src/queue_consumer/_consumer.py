@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _checks as checks
 from ._config import Config
-from ._hooks import ConsumerHooks, emit
+from ._hooks import ConsumerHooks, Hooks
 from ._pool import HandlerPool, join_threads
 from ._protocols import Queue
 from ._runners import ProcessRunner, ThreadRunner
@@ -110,10 +110,11 @@ class Consumer:
         self._fatal: BaseException | None = None
         self._supervising = threading.Lock()
         self._pool: HandlerPool | None = None
+        self._hooks = hooks_ = Hooks(config.hooks)
         self._settler = Settler(
-            queue, self._counters, config.hooks, delay=config.settle_delay, idle=self._idle
+            queue, self._counters, hooks_, delay=config.settle_delay, idle=self._idle
         )
-        self._conveyor = Conveyor(self._settler, self._counters, config.hooks)
+        self._conveyor = Conveyor(self._settler, self._counters, hooks_)
         group = getattr(queue, "message_group", None)
         self._plan = functools.partial(plan_jobs, bulk=config.messages_bulk_size, group=group)
         self._workers: list[tuple[threading.Thread, Worker]] = []
@@ -316,8 +317,8 @@ class Consumer:
                 if self._config.handler_timeout is not None:
                     self._check_stuck(self._config.handler_timeout)
             self._counters.supervised_at = time.time()
-            if self._config.hooks:
-                emit(self._config.hooks, "on_supervise", self.statistics())
+            if self._hooks.wants("on_supervise"):
+                self._hooks.emit("on_supervise", self.statistics())
 
     def _revive_workers(self) -> None:
         for index, (thread, _) in enumerate(self._workers):
@@ -325,13 +326,13 @@ class Consumer:
                 log.error("worker %s was dead; starting it again", thread.name)
                 self._workers[index] = self._start_worker(index)
                 self._counters.add(workers_revived=1)
-                emit(self._config.hooks, "on_worker_revived", thread.name)
+                self._hooks.emit("on_worker_revived", thread.name)
 
     def _check_stuck(self, handler_timeout: float) -> None:
         assert self._pool is not None
         for stuck in self._pool.find_stuck(handler_timeout):
             self._counters.add(handlers_stuck=1)
-            emit(self._config.hooks, "on_handler_stuck", stuck.chunk, stuck.running_for)
+            self._hooks.emit("on_handler_stuck", stuck.chunk, stuck.running_for)
             if stuck.killed:
                 log.error("handler stuck for %.1fs; its process was killed", stuck.running_for)
             else:

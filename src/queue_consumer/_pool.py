@@ -104,7 +104,9 @@ class HandlerPool:
         self._free = size
         self._closed = False
         self._parked: deque[Task] = deque()  # never non-empty while a slot is free
-        lock = threading.Lock()
+        # One plain lock guards the capacity: taken with `with self._lock` on the hot path
+        # (a Condition's own __enter__ is Python code), and the conditions wait on it.
+        self._lock = lock = threading.Lock()
         self._freed = threading.Condition(lock)  # a slot was freed (or closed)
         self._taken = threading.Condition(lock)  # the parked jobs were taken (or closed)
         for slot in self._slots:
@@ -114,7 +116,7 @@ class HandlerPool:
 
     def acquire(self) -> bool:
         """Wait for a free slot and take it; False once the pool is closing."""
-        with self._freed:
+        with self._lock:
             while not self._free and not self._closed:
                 self._freed.wait()
             if self._closed:
@@ -134,7 +136,7 @@ class HandlerPool:
 
     def submit_or_park(self, tasks: list[Task]) -> None:
         """Run each task in a free slot now, or park it for the next slot to finish."""
-        with self._freed:
+        with self._lock:
             ready = 0 if self._closed else min(self._free, len(tasks))
             self._free -= ready
             self._parked.extend(tasks[ready:])
@@ -143,7 +145,7 @@ class HandlerPool:
 
     def wait_taken(self, tasks: list[Task]) -> list[Task]:
         """Wait until none of ``tasks`` is parked; once closing, take back and return the rest."""
-        with self._freed:
+        with self._lock:
             while self._parked and not self._closed:
                 self._taken.wait()
             mine = {id(task) for task in tasks}
@@ -154,7 +156,7 @@ class HandlerPool:
 
     def _next(self) -> Task | None:
         """A slot is done: hand it the next parked job, or free it."""
-        with self._freed:
+        with self._lock:
             if self._parked and not self._closed:
                 task = self._parked.popleft()
                 if not self._parked:
@@ -196,7 +198,7 @@ class HandlerPool:
 
     def close(self) -> None:
         """Stop handing out slots; let the slots finish what they run, then exit."""
-        with self._freed:
+        with self._lock:
             self._closed = True
             self._freed.notify_all()
             self._taken.notify_all()

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._hooks import ConsumerHooks, emit
+from ._hooks import Hooks
 from ._statistics import Counters
 from ._tracking import format_exception
 
@@ -41,7 +41,7 @@ class Settler:
         self,
         queue: Any,
         counters: Counters,
-        hooks: tuple[ConsumerHooks, ...],
+        hooks: Hooks,
         *,
         delay: float,
         idle: Callable[[], bool],
@@ -68,8 +68,8 @@ class Settler:
         self._pending: dict[Key, list[Any]] = {}
         self._count = 0
         self._due: float | None = None
-        self._closed = False
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # guards the batches; a plain lock: add() is hot
+        self._stopped = threading.Event()
         self._timer: threading.Thread | None = None
 
     def saw_batch(self, size: int) -> None:
@@ -90,7 +90,7 @@ class Settler:
         if now or self._delay <= 0:
             self._send(key, messages)
             return
-        with self._cond:
+        with self._lock:
             batch = self._pending.setdefault(key, [])
             batch.extend(messages)
             self._count += len(messages)
@@ -100,7 +100,8 @@ class Settler:
                 self._count -= len(batch)
             elif self._due is None:
                 self._due = time.monotonic() + self._delay
-                self._start_timer()
+                if self._timer is None:
+                    self._start_timer()
         if full:
             self._send(key, batch)
         elif self._idle():
@@ -108,43 +109,34 @@ class Settler:
 
     def flush(self) -> None:
         """Send every pending batch now."""
-        with self._cond:
+        with self._lock:
             batches, self._pending, self._count, self._due = self._pending, {}, 0, None
         for key, batch in batches.items():
             self._send(key, batch)
 
     def close(self) -> None:
         """Flush what is pending and stop the timer (shutdown: before 'stopped')."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            timer = self._timer
+        self._stopped.set()
+        timer = self._timer
         if timer is not None:
             timer.join(5)
         self.flush()
 
     def _start_timer(self) -> None:
-        if self._timer is None and not self._closed:
+        """Started on first use (lock held): a consumer that settles at once needs none."""
+        if not self._stopped.is_set():
             self._timer = threading.Thread(
                 target=self._run_timer, name="queue_consumer-settler", daemon=True
             )
             self._timer.start()
-        else:
-            self._cond.notify()
 
     def _run_timer(self) -> None:
-        with self._cond:
-            while not self._closed:
-                due = self._due
-                left = None if due is None else due - time.monotonic()
-                if left is None or left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._cond.release()
-                try:
-                    self.flush()
-                finally:
-                    self._cond.acquire()
+        """Look every ``delay`` for a batch that is due: no wake-up per batch on the hot path,
+        and a message waits for its settle call two ``delay``s at most."""
+        while not self._stopped.wait(self._delay):
+            due = self._due
+            if due is not None and due <= time.monotonic():
+                self.flush()
 
     def _send(self, key: Key, messages: list[Any]) -> None:
         stage, error = key
@@ -160,7 +152,7 @@ class Settler:
             except Exception as exc:
                 failure = exc
                 self._counters.error(f"{stage}: {format_exception(exc)}")
-                emit(self._hooks, "on_error", stage, exc)
+                self._hooks.emit("on_error", stage, exc)
                 log.error(
                     "%s of %d message(s) failed; the queue will deliver them again",
                     stage,
@@ -168,10 +160,11 @@ class Settler:
                     exc_info=True,
                 )
         self._counters.settled(stage, len(messages))
-        if self._hooks:
-            emit(self._hooks, "on_settled", stage, messages, time.monotonic() - started, failure)
-            if stage == "release":
-                emit(self._hooks, "on_released", messages)
+        hooks = self._hooks
+        if hooks.wants("on_settled"):
+            hooks.emit("on_settled", stage, messages, time.monotonic() - started, failure)
+        if stage == "release":
+            hooks.emit("on_released", messages)
 
 
 def accepts_keyword(method: Callable[..., object] | None, name: str) -> bool:

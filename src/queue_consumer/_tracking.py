@@ -44,6 +44,8 @@ class Outcome:
 
     def split(self, chunk: Sequence[M]) -> tuple[list[M], list[M], list[M]]:
         """Return (succeeded, failed, untried) messages of ``chunk``."""
+        if self.succeeded >= len(chunk):
+            return list(chunk), [], []
         if self.failed_indices is not None:
             bad = set(self.failed_indices)
             return (
@@ -68,7 +70,7 @@ def run_handler(handler: Callable[..., object], chunk: list[Any]) -> Outcome:
         handler(remaining)
     except PartialFailure as exc:
         if not exc.failed:  # "these failed: none of them"
-            return Outcome(size)
+            return succeeded_all(size)
         return Outcome(0, 0, format_exception(exc), _indices_of(exc.failed, chunk))
     except BaseException as exc:  # sys.exit() in a handler too: its chunk must still settle
         # A list iterator knows exactly how many items are left: no per-message counting.
@@ -80,7 +82,18 @@ def run_handler(handler: Callable[..., object], chunk: list[Any]) -> Outcome:
     taken = size - length_hint(remaining)
     if taken < size:
         return Outcome(taken, size - taken, untaken_error(size - taken, size))
-    return Outcome(size)
+    return succeeded_all(size)
+
+
+def succeeded_all(size: int) -> Outcome:
+    """The outcome of a chunk that succeeded whole: made once per size, the common case."""
+    outcome = _ALL.get(size)
+    if outcome is None:
+        outcome = _ALL[size] = Outcome(size)
+    return outcome
+
+
+_ALL: dict[int, Outcome] = {}
 
 
 def untaken_error(untaken: int, size: int) -> str:

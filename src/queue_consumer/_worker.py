@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ._hooks import ConsumerHooks, emit, handler_contexts
+from ._hooks import Hooks
 from ._pool import HandlerPool, HandlerSlot, Job
 from ._settle import Settler
 from ._statistics import Counters
@@ -59,12 +59,15 @@ def plan_jobs(
 class Conveyor:
     """Runs a job's chunks in a slot and settles each outcome; the same for every worker."""
 
-    def __init__(
-        self, settler: Settler, counters: Counters, hooks: tuple[ConsumerHooks, ...]
-    ) -> None:
+    def __init__(self, settler: Settler, counters: Counters, hooks: Hooks) -> None:
         self.settler = settler
         self.counters = counters
         self.hooks = hooks
+        # Asked once: a hook that overrides none of these costs the hot path nothing.
+        self._watched = any(
+            hooks.wants(event)
+            for event in ("on_chunk_started", "handler_context", "on_chunk_finished")
+        )
         self._failures = FailureLog()
 
     def run_job(self, job: Job, grouped: bool, slot: HandlerSlot) -> None:
@@ -79,25 +82,22 @@ class Conveyor:
         """Run the handler on ``chunk`` and settle it; None if shutdown settled it instead."""
         self.counters.started(len(chunk))
         hooks = self.hooks
-        if not hooks:
+        if not self._watched:
             outcome = slot.run(chunk)
         else:
-            emit(hooks, "on_chunk_started", chunk)
+            hooks.emit("on_chunk_started", chunk)
             started = time.monotonic()
-            with handler_contexts(hooks, chunk) as children:
-                outcome = slot.run(chunk, children)
+            if hooks.wants("handler_context"):
+                with hooks.handler_contexts(chunk) as children:
+                    outcome = slot.run(chunk, children)
+            else:
+                outcome = slot.run(chunk)
         if outcome is None:
             return None
         succeeded, failed, untried = outcome.split(chunk)
-        if hooks:
-            emit(
-                hooks,
-                "on_chunk_finished",
-                succeeded,
-                failed,
-                outcome.error,
-                time.monotonic() - started,
-            )
+        if self._watched:
+            duration = time.monotonic() - started
+            hooks.emit("on_chunk_finished", succeeded, failed, outcome.error, duration)
         settle = self.settler.add
         settle("cleanup", succeeded, now=grouped)
         if outcome.error is not None:
@@ -113,7 +113,7 @@ class Conveyor:
 
     def error(self, stage: str, exc: BaseException) -> None:
         self.counters.error(f"{stage}: {format_exception(exc)}")
-        emit(self.hooks, "on_error", stage, exc)
+        self.hooks.emit("on_error", stage, exc)
 
 
 class Worker:
@@ -150,7 +150,7 @@ class Worker:
                 self.in_get_since = None
                 pool.release()
                 counters.got(0, ok=False)
-                emit(hooks, "on_get", 0, time.monotonic() - started, exc)
+                hooks.emit("on_get", 0, time.monotonic() - started, exc)
                 conveyor.error("get", exc)
                 log.error("get() failed; retrying in %.1fs", backoff, exc_info=True)
                 stop.wait(backoff)
@@ -163,15 +163,14 @@ class Worker:
             self.in_get_since = None
             backoff = _GET_BACKOFF[0]
             counters.got(len(messages), ok=True)
-            if hooks:
-                emit(hooks, "on_get", len(messages), time.monotonic() - started, None)
+            if hooks.wants("on_get"):
+                hooks.emit("on_get", len(messages), time.monotonic() - started, None)
             if not messages:
                 pool.release()
                 stop.wait(self._polling_time or _IDLE_WAIT)
                 continue
             conveyor.settler.saw_batch(len(messages))
-            if hooks:
-                emit(hooks, "on_received", messages)
+            hooks.emit("on_received", messages)
             self._dispatch(messages)
             if self._polling_time:
                 stop.wait(self._polling_time)

@@ -456,14 +456,15 @@ def test_what_arrived_for_an_ended_thread_goes_to_the_next_new_one(make_queue: M
 
     worker = threading.Thread(target=poll_once)
     worker.start()
-    wait_until(lambda: queue.stats()["waiting_pulls"] >= 1, timeout=10, message="a pull waits")
+    wait_until(lambda: queue.stats()["waiting_pulls"] >= 1, timeout=20, message="a pull waits")
     queue.interrupt()
-    worker.join(10)
+    worker.join(20)
+    assert not worker.is_alive()
     queue.put("stranded")  # delivered to the ended thread's inbox by its open pull
-    wait_until(lambda: queue.stats()["depth"] == 0, timeout=5, message="delivered to it")
-    revived = threading.Thread(target=lambda: got.append(get_all(queue, 1, timeout=5)))
+    wait_until(lambda: queue.stats()["depth"] == 0, timeout=20, message="delivered to it")
+    revived = threading.Thread(target=lambda: got.append(get_all(queue, 1, timeout=20)))
     revived.start()
-    revived.join(10)
+    revived.join(30)
     assert [m.body for m in got[-1]] == ["stranded"]  # not after ack_wait (60 s)
 
 
