@@ -9,6 +9,7 @@ import logging
 import pickle
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -449,23 +450,63 @@ def test_what_arrived_for_an_ended_thread_goes_to_the_next_new_one(make_queue: M
     queue = make_queue(wait_time=30, ack_wait=60, heartbeat=False)
     queue.put("first")
     got: list[list[JetStreamMessage]] = []
+    errors: list[BaseException] = []
+
+    def polling(target: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # reported by the test, not by a later one
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
 
     def poll_once() -> None:  # a worker that is interrupted, then ends
         got.append(queue.get())
         got.append(queue.get())
 
-    worker = threading.Thread(target=poll_once)
-    worker.start()
-    wait_until(lambda: queue.stats()["waiting_pulls"] >= 1, timeout=20, message="a pull waits")
-    queue.interrupt()
-    worker.join(20)
-    assert not worker.is_alive()
-    queue.put("stranded")  # delivered to the ended thread's inbox by its open pull
-    wait_until(lambda: queue.stats()["depth"] == 0, timeout=20, message="delivered to it")
-    revived = threading.Thread(target=lambda: got.append(get_all(queue, 1, timeout=20)))
-    revived.start()
-    revived.join(30)
-    assert [m.body for m in got[-1]] == ["stranded"]  # not after ack_wait (60 s)
+    def joined(thread: threading.Thread, what: str, timeout: float = 20) -> None:
+        thread.join(timeout)
+        assert not thread.is_alive(), f"{what}: still in get() after {timeout}s"
+        assert not errors, f"{what}: {errors!r}"
+
+    threads: list[threading.Thread] = []
+    try:
+        threads.append(worker := polling(poll_once))
+        # Its first get() has returned "first" (a no-wait pull of 10 that got 1 stays among
+        # the consumer's waiting pulls until the server ends it): the waiting pull now is
+        # the second get()'s lingering one.
+        wait_until(
+            lambda: len(got) == 1 and queue.stats()["waiting_pulls"] >= 1,
+            timeout=20,
+            message="the second get() waits",
+        )
+        assert [m.body for m in got[0]] == ["first"]
+        queue.interrupt()
+        joined(worker, "the interrupted worker")
+        assert got[1] == []
+        queue.put("stranded")  # delivered to the ended thread's inbox by its open pull
+        wait_until(lambda: queue.stats()["depth"] == 0, timeout=20, message="delivered to it")
+        threads.append(revived := polling(lambda: got.append(get_all(queue, 1, timeout=20))))
+        joined(revived, "the revived worker", timeout=30)
+        assert [m.body for m in got[-1]] == ["stranded"]  # not after ack_wait (60 s)
+    finally:  # no thread of a failed test outlives it
+        queue.interrupt()
+        for thread in threads:
+            thread.join(35)
+        assert not any(t.is_alive() for t in threads), "a polling thread outlived the test"
+
+
+def test_an_interrupt_between_two_gets_ends_the_next_wait(make_queue: MakeQueue) -> None:
+    queue = make_queue(wait_time=30, heartbeat=False)
+    queue.put("one")
+    assert [m.body for m in get_all(queue, 1)] == ["one"]  # this thread's inbox exists
+    queue.interrupt()  # no get() of this thread is waiting now
+    started = time.monotonic()
+    assert queue.get() == []
+    assert time.monotonic() - started < 15  # not its wait_time (30 s)
 
 
 def test_a_late_settle_of_an_expired_delivery_is_skipped(make_queue: MakeQueue) -> None:

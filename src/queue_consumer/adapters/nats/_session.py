@@ -207,12 +207,22 @@ class Session:
                 sub = await nc.subscribe(nc.new_inbox())
             self._inboxes[thread] = sub
         interrupts = self._interrupts
-        msgs = drain(sub, n)
+        dropped: list[str] = []
+        msgs = drain(sub, n, dropped=dropped)
+        # An interrupt() that came between this thread's pulls left its status in the inbox:
+        # it still counts (else this pull would linger its whole wait_time after shutdown began).
+        interrupted = _INTERRUPTED in dropped
         try:
             if not msgs:
                 await nc.publish(self._next, self._no_wait, reply=sub.subject)
                 await self._collect(sub, n, s.request_timeout, msgs)
-            if not msgs and s.wait_time > 0 and not self.closing and interrupts == self._interrupts:
+            if (
+                not msgs
+                and s.wait_time > 0
+                and not self.closing
+                and not interrupted
+                and interrupts == self._interrupts
+            ):
                 await nc.publish(self._next, self._linger, reply=sub.subject)
                 await self._collect(sub, n, s.wait_time + 1.0, msgs)
         except asyncio.CancelledError:  # get() gave up waiting: hand back what came
@@ -346,9 +356,12 @@ class Session:
         log.warning("%s: reconnected", self.settings.describe())
 
 
-def drain(sub: Subscription, limit: int, *, statuses: bool = False) -> list[Msg]:
+def drain(
+    sub: Subscription, limit: int, *, statuses: bool = False, dropped: list[str] | None = None
+) -> list[Msg]:
     """What already arrived in ``sub``'s queue: no waiting, and no task per message (nats-py's
-    ``next_msg`` starts one)."""
+    ``next_msg`` starts one). Without ``statuses``, status messages are skipped (their codes
+    appended to ``dropped`` if given)."""
     queue = sub._pending_queue
     msgs: list[Msg] = []
     while len(msgs) < limit and not queue.empty():
@@ -357,6 +370,8 @@ def drain(sub: Subscription, limit: int, *, statuses: bool = False) -> list[Msg]
         queue.task_done()
         if statuses or not (msg.headers and _STATUS in msg.headers):
             msgs.append(msg)
+        elif dropped is not None:
+            dropped.append(str(msg.headers[_STATUS]))
     return msgs
 
 
