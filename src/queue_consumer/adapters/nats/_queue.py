@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import nats.js.errors
 
@@ -19,6 +19,7 @@ from queue_consumer.errors import ConsumerStateError
 
 from .._bodies import encode, to_bytes
 from .._lease import LeaseKeeper
+from .._lifecycle import ReopenableQueue
 from . import _dead
 from ._loop import LoopThread
 from ._messages import (
@@ -34,7 +35,6 @@ from ._settings import Settings
 
 __all__ = ["JetStreamError", "JetStreamQueue"]
 
-_Q = TypeVar("_Q", bound="JetStreamQueue")
 
 _ACK = b"+ACK"
 _WPI = b"+WPI"
@@ -44,7 +44,7 @@ _PUT_CHUNK = 500  # publishes in flight at once in put_many
 _MAX_LATEST = 100_000  # deliveries remembered for fencing late settles
 
 
-class JetStreamQueue:
+class JetStreamQueue(ReopenableQueue):
     """A JetStream stream consumed through a durable pull consumer with explicit acks.
 
     >>> with JetStreamQueue("ORDERS", "orders.new", servers="nats://127.0.0.1:4222") as q:
@@ -266,18 +266,8 @@ class JetStreamQueue:
                 log.warning("%s: closing: %s", self._settings.describe(), exc)
         self._loop.close()
 
-    def __enter__(self: _Q) -> _Q:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"JetStreamQueue({self._settings.describe()})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as its settings: a copy in another process opens its own connection.
-        return (_restore, (type(self), self._settings.kwargs()))
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that open this queue again (secrets included)."""
@@ -415,10 +405,6 @@ def _seq(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise TypeError(f"dead letter ids are positive ints, not {value!r}")
     return value
-
-
-def _restore(cls: type[JetStreamQueue], settings: dict[str, Any]) -> JetStreamQueue:
-    return cls(**settings)
 
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Collection, Hashable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -18,6 +18,7 @@ from ... import _checks as checks
 from ...errors import ConfigurationError, ConsumerStateError
 from .._bodies import decode
 from .._lease import LeaseKeeper
+from .._lifecycle import ReopenableQueue
 from . import _statements as statements
 from ._combining import Combiner
 from ._connections import Connections
@@ -36,10 +37,8 @@ __all__ = ["PostgresQueue"]
 
 log = logging.getLogger("queue_consumer.adapters.postgres")
 
-_Q = TypeVar("_Q", bound="PostgresQueue")
 
-
-class PostgresQueue(Producing, Inspection):
+class PostgresQueue(Producing, Inspection, ReopenableQueue):
     """A queue in PostgreSQL tables, for many consumers on many hosts.
 
     ::
@@ -310,21 +309,11 @@ class PostgresQueue(Producing, Inspection):
             listener.close()
         self._connections.close()
 
-    def __enter__(self: _Q) -> _Q:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return (
             f"PostgresQueue({mask(self._conninfo)!r}, queue={self._queue!r}, "
             f"schema={self._schema!r})"
         )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as its settings: a copy in another process opens its own connections.
-        return (_restore, (type(self), self.settings()))
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that open this queue again (the conninfo with its password:
@@ -463,10 +452,6 @@ def _key_params(keys: list[Key]) -> dict[str, Any]:
         "ids": ",".join([str(key[0]) for key in keys]),
         "leases": ",".join([key[1] for key in keys]),
     }
-
-
-def _restore(cls: type[PostgresQueue], settings: dict[str, Any]) -> PostgresQueue:
-    return cls(**settings)
 
 
 if TYPE_CHECKING:  # the capabilities this queue claims, checked by mypy

@@ -8,12 +8,13 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pika
 
 from ...errors import ConfigurationError
 from .. import _bodies
+from .._lifecycle import ReopenableQueue, reopen
 from .._options import redact
 from . import _messages as wire
 from ._io import Delivery, Link, RabbitMQError, Session
@@ -29,7 +30,6 @@ from ._settings import (
 
 __all__ = ["RabbitMQQueue", "from_url"]
 
-_Q = TypeVar("_Q", bound="RabbitMQQueue")
 _Live = list[tuple[RabbitMQMessage, Delivery]]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -37,7 +37,7 @@ _MAX_ERROR = 4000  # characters of a handler error kept in a header
 _COUNTERS = ("dead_lettered", "dead_letter_failures", "retried", "retry_fallbacks")
 
 
-class RabbitMQQueue:
+class RabbitMQQueue(ReopenableQueue):
     """A RabbitMQ queue (AMQP 0.9.1, pika) for ``Consumer``: classic or quorum.
 
     ::
@@ -325,18 +325,12 @@ class RabbitMQQueue:
         finally:
             link.stop(self._timeout)
 
-    def __enter__(self: _Q) -> _Q:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RabbitMQQueue({redact(self._settings.url)!r}, queue={self._settings.queue!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as its settings: a copy in another process opens its own connection.
-        return (_restore, (type(self), self._settings.keywords()))
+        return (reopen, (type(self), self._settings.keywords()))
 
     # -- internals ---------------------------------------------------------------------
 
@@ -549,10 +543,6 @@ def from_url(url: str) -> RabbitMQQueue:
     """
     pika_url, kwargs = parse_url(url)
     return RabbitMQQueue(pika_url, **kwargs)
-
-
-def _restore(cls: type[RabbitMQQueue], settings: dict[str, Any]) -> RabbitMQQueue:
-    return cls(**settings)
 
 
 if TYPE_CHECKING:  # the capabilities RabbitMQQueue claims, checked by mypy

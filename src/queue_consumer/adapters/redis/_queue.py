@@ -9,11 +9,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ... import _checks as checks
 from ...errors import ConfigurationError
 from .._lease import LeaseKeeper
+from .._lifecycle import ReopenableQueue
 from .._options import redact
 from . import _scripts as scripts
 from ._coalesce import Coalescer
@@ -42,14 +43,13 @@ __all__ = ["RedisStreamQueue", "from_url"]
 
 log = logging.getLogger("queue_consumer.adapters.redis")
 
-_Q = TypeVar("_Q", bound="RedisStreamQueue")
 _Key = tuple[str, int]  # (entry id, times delivered): one delivery
 
 _PRUNE_EVERY = 60.0  # seconds between two passes deleting idle consumers
 _REDRIVE_BATCH = 100
 
 
-class RedisStreamQueue:
+class RedisStreamQueue(ReopenableQueue):
     """A Redis stream consumed through a consumer group, for ``Consumer``::
 
         with RedisStreamQueue("redis://localhost:6379/0", "orders") as queue:
@@ -442,19 +442,8 @@ class RedisStreamQueue:
         self._keeper.close()
         self._pool.disconnect()
 
-    def __enter__(self: _Q) -> _Q:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RedisStreamQueue({self.url!r}, stream={self.stream!r}, group={self.group!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as its settings: a copy in another process opens its own connections
-        # (and, without a given consumer name, makes its own).
-        return (_restore, (type(self), self.settings()))
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that open this queue again (the password included)."""
@@ -735,10 +724,6 @@ def from_url(url: str) -> RedisStreamQueue:
     """
     connection, kwargs = parse_url(url)
     return RedisStreamQueue(connection, **kwargs)
-
-
-def _restore(cls: type[RedisStreamQueue], settings: dict[str, Any]) -> RedisStreamQueue:
-    return cls(**settings)
 
 
 if TYPE_CHECKING:  # mypy proves the capabilities RedisStreamQueue claims

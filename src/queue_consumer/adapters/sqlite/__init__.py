@@ -29,10 +29,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from queue_consumer import _checks as checks
 from queue_consumer.adapters._lease import LeaseKeeper
+from queue_consumer.adapters._lifecycle import ReopenableQueue
 from queue_consumer.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -68,7 +69,6 @@ from ._settings import (
 
 __all__ = ["DeadLetter", "SQLiteMessage", "SQLiteQueue", "SQLiteQueueError", "from_url"]
 
-_Q = TypeVar("_Q", bound="SQLiteQueue")
 
 # UPDATE ... RETURNING leases a batch in one statement; older SQLite takes two.
 _HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -84,7 +84,7 @@ def _now() -> float:
     return time.time()
 
 
-class SQLiteQueue:
+class SQLiteQueue(ReopenableQueue):
     """A durable queue in one SQLite file, safe for many threads and processes.
 
     >>> with SQLiteQueue(tmp_path / "jobs.db", queue="emails") as queue:
@@ -348,18 +348,8 @@ class SQLiteQueue:
             self._heartbeat.close()
         self._connections.close()
 
-    def __enter__(self: _Q) -> _Q:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"SQLiteQueue({self._path!r}, queue={self._queue!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled as its settings: a copy in another process opens its own connections.
-        return (_restore, (type(self), self.settings()))
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments that open this queue again."""
@@ -434,10 +424,6 @@ def from_url(url: str) -> SQLiteQueue:
     """
     path, kwargs = parse_url(url)
     return SQLiteQueue(path, **kwargs)
-
-
-def _restore(cls: type[SQLiteQueue], settings: dict[str, Any]) -> SQLiteQueue:
-    return cls(**settings)
 
 
 if TYPE_CHECKING:  # mypy proves the capabilities SQLiteQueue claims (the consumer uses them)
