@@ -17,6 +17,7 @@ import nats.js.errors
 
 from queue_consumer.errors import ConsumerStateError
 
+from ...observability.propagation import inject_trace_context
 from .._bodies import encode, to_bytes
 from .._lease import LeaseKeeper
 from .._lifecycle import ReopenableQueue
@@ -192,7 +193,7 @@ class JetStreamQueue(ReopenableQueue):
         encoded = [encode(body) for body in bodies]  # a bad body fails before any is sent
         if not encoded:
             return []
-        extra = dict(headers or {})
+        extra = dict(inject_trace_context(headers) or {})  # the trace context, with tracing on
         items = [(to_bytes(data), {**extra, KIND: kind}) for kind, data in encoded]
         return self._loop.run(self._publish(target, items), self._budget(len(items)))
 

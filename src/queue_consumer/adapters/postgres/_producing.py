@@ -11,6 +11,7 @@ import psycopg
 from psycopg import pq
 
 from ... import _checks as checks
+from ...observability.propagation import inject_trace_context
 from .._bodies import encode, to_bytes
 from . import _statements as statements
 from ._settings import check_name
@@ -78,6 +79,7 @@ class Producing:
             )
         # Encode everything first: a bad body must not leave half a batch behind.
         rows = [encode(body) for body in bodies]
+        headers = dict(inject_trace_context(headers) or {}) or None  # with tracing on
         if not rows:
             return []
         params: dict[str, Any] = {

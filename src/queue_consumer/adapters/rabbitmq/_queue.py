@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pika
 
 from ...errors import ConfigurationError
+from ...observability.propagation import inject_trace_context
 from .. import _bodies
 from .._lifecycle import ReopenableQueue, reopen
 from .._options import redact
@@ -170,7 +171,7 @@ class RabbitMQQueue(ReopenableQueue):
         encoded = [_bodies.encode(body) for body in bodies]  # a bad body sends nothing
         if not encoded:
             return []
-        extra = dict(headers or {})
+        extra = dict(inject_trace_context(headers) or {})  # the trace context, with tracing on
         queue = self._settings.queue
 
         def publish(session: Session) -> list[str]:
